@@ -1,0 +1,156 @@
+"""``segbench`` command line: a thin layer over the runner, evaluator, report and data tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bench.errors import SegbenchError
+
+log = logging.getLogger("segbench")
+
+
+def _cmd_run(args: argparse.Namespace) -> None:
+    from bench.config import load_config
+    from bench.runner import run_config
+
+    cfg = load_config(args.config)
+    if args.data_root:
+        cfg.data_root = args.data_root
+    rows = run_config(cfg, force=args.force, only=args.only)
+    failed = [r["method"] for r in rows if r["status"] != "ok"]
+    log.info("%d methods done, %d failed %s", len(rows), len(failed), failed or "")
+    if not args.no_report:
+        _cmd_report(args)
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    from bench.report import write_report
+
+    write_report()
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from bench.datasets import load_dataset
+    from bench.metrics import format_scores
+    from bench.runner import evaluate_dir
+
+    options = {"root": args.data_root} if args.dataset == "camvid" else {}
+    dataset = load_dataset(args.dataset, args.split, **options)
+    scores, (low, high) = evaluate_dir(
+        Path(args.pred_dir), dataset, progress=lambda it: tqdm(it, desc="evaluate", unit="img")
+    )
+    print(format_scores(scores, dataset.class_names, ci=(low, high)))
+    if args.json:
+        out = {
+            "miou": scores["miou"],
+            "miou_ci95": [low, high],
+            "global_acc": scores["global_acc"],
+            "mean_acc": scores["mean_acc"],
+            "fwiou": scores["fwiou"],
+            "per_class_iou": scores["per_class_iou"],
+            "per_class_acc": scores["per_class_acc"],
+            "class_names": list(dataset.class_names),
+            "dataset": args.dataset,
+            "split": args.split,
+            "n_images": len(dataset),
+        }
+        Path(args.json).write_text(json.dumps(out, indent=1))
+        log.info("wrote %s", args.json)
+
+
+def _cmd_data(args: argparse.Namespace) -> None:
+    from bench.datasets import download as dl
+    from bench.datasets.root import data_root
+
+    if args.dataset != "camvid":
+        raise SegbenchError(f"only camvid can be checked or downloaded, not {args.dataset!r}")
+    root = data_root(args.data_root)
+    manifest = dl.read_manifest(dl.CAMVID_MANIFEST)
+    if args.action == "check":
+        problems = dl.verify(root / "camvid", manifest)
+        if problems:
+            raise SegbenchError(
+                f"{root / 'camvid'}: {len(problems)} of {len(manifest)} files fail verification:"
+                "\n  " + "\n  ".join(problems[:20])
+            )
+        print(f"{root / 'camvid'}: all {len(manifest)} files match their SHA-256")
+    elif args.action == "download":
+        dl.download(args.url, root / "camvid", manifest)
+        print(f"{root / 'camvid'}: all {len(manifest)} files downloaded and verified")
+    else:  # ensure
+        folder = dl.ensure_camvid(root, args.url)
+        print(f"{folder}: CamVid present and verified")
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> None:
+    from bench import benchmarks
+
+    benchmarks.run(args.what, data_root=args.data_root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segbench", description="Semantic segmentation benchmark: classical vs deep."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a benchmark configuration (YAML)")
+    run.add_argument("config", help="e.g. configs/quick.yaml")
+    run.add_argument("--force", action="store_true", help="redo methods already done")
+    run.add_argument("--only", nargs="+", metavar="ID", help="run only these method ids")
+    run.add_argument("--data-root", help="folder holding one folder per dataset")
+    run.add_argument("--no-report", action="store_true", help="do not regenerate results/")
+    run.set_defaults(func=_cmd_run)
+
+    report = sub.add_parser("report", help="regenerate results/ tables and figures from rows")
+    report.set_defaults(func=_cmd_report)
+
+    ev = sub.add_parser("evaluate", help="score a folder of label PNGs with the evaluator")
+    ev.add_argument("--pred-dir", required=True, help="one NAME.png label map per image")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--dataset", default="camvid")
+    ev.add_argument("--data-root", help="folder holding one folder per dataset")
+    ev.add_argument("--json", help="also write the scores to this JSON file")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    data = sub.add_parser("data", help="check, download or ensure a dataset")
+    data.add_argument("action", choices=["check", "download", "ensure"])
+    data.add_argument("dataset", nargs="?", default="camvid")
+    data.add_argument("--data-root", help="folder holding one folder per dataset")
+    data.add_argument("--url", default=None, help="base URL of the dataset folder")
+    data.set_defaults(func=_cmd_data)
+
+    bm = sub.add_parser("benchmark", help="micro-benchmarks of the harness itself")
+    bm.add_argument("what", choices=["evaluator", "decode", "all"])
+    bm.add_argument("--data-root", help="folder holding one folder per dataset")
+    bm.set_defaults(func=_cmd_benchmark)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if getattr(args, "url", "") is None:
+        from bench.datasets.download import CAMVID_URL
+
+        args.url = CAMVID_URL
+    try:
+        args.func(args)
+    except SegbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rows already written are kept; rerun to resume", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,186 @@
+"""Benchmark configurations: plain YAML, validated, with errors that name the file and key.
+
+A configuration (see ``configs/``) says what runs::
+
+    profile: quick            # quick | full | device: which kind of run made the rows
+    seed: 0
+    dataset: camvid           # a name from bench.datasets.DATASETS
+    data_root: null           # default: $SEGBENCH_DATA, else ../shared/datasets, else ./data
+    split: test               # the split that is scored
+    train_split: train
+    val_split: val            # handed to fit() for model selection only; null for none
+    resolution: [180, 240]    # working (H, W) of the methods; null = native. Scored at native.
+    train_subset: null        # N = N images evenly spread over the training split
+    eval_subset: null
+    dataset_options: {}       # extra constructor arguments of the dataset class
+    methods:
+      - name: colour_forest   # a name from bench.methods.METHODS
+        id: colour_forest     # optional row name (default: name); unique within the config
+        params: {n_estimators: 30}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.errors import SegbenchError
+
+#: Profiles from lightest to heaviest. A row's profile is part of where it is stored, so a
+#: lighter run can never overwrite a heavier one's rows.
+PROFILES = ("quick", "full", "device")
+
+_TOP_KEYS = {
+    "name", "description", "profile", "seed", "dataset", "data_root", "split", "train_split",
+    "val_split", "resolution", "train_subset", "eval_subset", "dataset_options", "methods",
+    "bootstrap", "sample_images",
+}  # fmt: skip
+_METHOD_KEYS = {"name", "id", "params"}
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    id: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Config:
+    name: str
+    profile: str
+    methods: list[MethodSpec]
+    dataset: str = "camvid"
+    seed: int = 0
+    description: str = ""
+    data_root: str | None = None
+    split: str = "test"
+    train_split: str = "train"
+    val_split: str | None = "val"
+    resolution: list[int] | None = None
+    train_subset: int | None = None
+    eval_subset: int | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    bootstrap: int = 1000
+    sample_images: int = 4
+    source: str = ""
+
+    def fingerprint(self, method: MethodSpec) -> str:
+        """Hash of everything that decides a method's row (not the data root or profile).
+
+        A rerun skips a method whose stored row has the same fingerprint.
+        """
+        key = {
+            "method": method.name,
+            "params": method.params,
+            "dataset": self.dataset,
+            "dataset_options": self.dataset_options,
+            "seed": self.seed,
+            "split": self.split,
+            "train_split": self.train_split,
+            "val_split": self.val_split,
+            "resolution": self.resolution,
+            "train_subset": self.train_subset,
+            "eval_subset": self.eval_subset,
+        }
+        blob = json.dumps(key, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        data = asdict(self)
+        data.pop("source")
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a configuration file.
+
+    Raises
+    ------
+    SegbenchError
+        If the file is missing or not YAML, a key is unknown, a value has the wrong type, or a
+        method id repeats. Method names and parameters are checked by the runner (they need the
+        method classes).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegbenchError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SegbenchError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SegbenchError(f"{path}: a config must be a mapping of keys to values")
+    return parse_config(data, source=str(path), default_name=path.stem)
+
+
+def parse_config(data: dict, source: str = "<config>", default_name: str = "config") -> Config:
+    """Validate a configuration given as a dict (see :func:`load_config`)."""
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise SegbenchError(
+            f"{source}: unknown config key {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    profile = data.get("profile", "quick")
+    if profile not in PROFILES:
+        raise SegbenchError(
+            f"{source}: profile must be one of {', '.join(PROFILES)}, not {profile!r}"
+        )
+    methods_raw = data.get("methods")
+    if not isinstance(methods_raw, list) or not methods_raw:
+        raise SegbenchError(f"{source}: 'methods' must be a non-empty list")
+    methods = []
+    for i, entry in enumerate(methods_raw):
+        where = f"{source}: methods[{i}]"
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise SegbenchError(f"{where}: each method needs a 'name'")
+        bad = sorted(set(entry) - _METHOD_KEYS)
+        if bad:
+            raise SegbenchError(
+                f"{where}: unknown key {', '.join(map(repr, bad))}; known: id, name, params"
+            )
+        params = entry.get("params") or {}
+        if not isinstance(params, dict):
+            raise SegbenchError(f"{where}: 'params' must be a mapping")
+        methods.append(MethodSpec(str(entry["name"]), str(entry.get("id", entry["name"])), params))
+    ids = [m.id for m in methods]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise SegbenchError(f"{source}: method ids repeat: {', '.join(dupes)} (give each an 'id')")
+
+    resolution = data.get("resolution")
+    if resolution is not None and (
+        not isinstance(resolution, list)
+        or len(resolution) != 2
+        or not all(isinstance(r, int) and r > 0 for r in resolution)
+    ):
+        raise SegbenchError(f"{source}: 'resolution' must be [height, width] or null")
+    for key in ("seed", "bootstrap", "sample_images"):
+        if key in data and not isinstance(data[key], int):
+            raise SegbenchError(f"{source}: {key!r} must be an integer")
+    for key in ("train_subset", "eval_subset"):
+        value = data.get(key)
+        if value is not None and (not isinstance(value, int) or value <= 0):
+            raise SegbenchError(f"{source}: {key!r} must be a positive integer or null")
+    options = data.get("dataset_options") or {}
+    if not isinstance(options, dict):
+        raise SegbenchError(f"{source}: 'dataset_options' must be a mapping")
+
+    skip = {"methods", "name", "dataset_options", "profile"}
+    kwargs = {k: data[k] for k in _TOP_KEYS - skip if k in data}
+    return Config(
+        name=str(data.get("name", default_name)),
+        profile=profile,
+        methods=methods,
+        dataset_options=options,
+        source=source,
+        **kwargs,
+    )

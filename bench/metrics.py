@@ -1,0 +1,240 @@
+"""The one evaluator: a streaming confusion matrix and every score derived from it.
+
+Conventions
+-----------
+* The confusion matrix ``cm`` has ground truth on rows and prediction on columns:
+  ``cm[g, p]`` counts pixels of true class ``g`` predicted as ``p``. It is summed over the whole
+  split before any score is taken (not averaged per image), as in mmsegmentation,
+  torchmetrics and cityscapesScripts.
+* Pixels whose ground truth is the ignore (void) index are not scored, whatever the prediction
+  (cityscapesScripts does the same). A ground-truth value that is neither a class nor the
+  ignore index, or a prediction outside ``0..n_classes-1``, is an error: a method must always
+  commit to a real class.
+* IoU of class c is ``TP / (TP + FP + FN)``. A class absent from both ground truth and
+  prediction has ``0 / 0``: its IoU is NaN and it is left out of the mean. mmsegmentation
+  (``np.nanmean`` over ``intersect / union``) gives the same mIoU; torchmetrics'
+  ``MulticlassJaccardIndex(average="macro")`` also gives such classes zero weight in the mean,
+  but reports them as 0 (``zero_division``) in the per-class vector, where we report NaN.
+  A class present in the prediction only has IoU 0 and counts in the mean.
+* Class accuracy (recall) of c is ``TP / (TP + FN)``; NaN for a class absent from the ground
+  truth, left out of the mean accuracy.
+* Global accuracy is ``trace(cm) / cm.sum()``; frequency-weighted IoU is
+  ``sum_c f_c IoU_c`` with ``f_c`` the share of class c in the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _gt_lookup(n_classes: int, ignore_index: int) -> np.ndarray:
+    """Map a uint8 ground-truth value to the start of its row in the flattened matrix.
+
+    Valid classes map to ``g * C``; the ignore index to ``C * C`` (a dump row that is dropped);
+    anything else to ``C * C + C`` (a row whose count must be zero). Folding the mask into the
+    bincount this way avoids boolean indexing, the slowest step of the usual implementation.
+    """
+    c = n_classes
+    lut = np.full(256, c * c + c, dtype=np.intp)
+    lut[:c] = np.arange(c) * c
+    if 0 <= ignore_index < 256:
+        lut[ignore_index] = c * c
+    return lut
+
+
+def confusion_matrix(
+    pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_index: int
+) -> np.ndarray:
+    """Confusion matrix of one prediction (or a batch) against its ground truth.
+
+    Parameters
+    ----------
+    pred : ndarray of int
+        Predicted class indices, any shape; values must lie in ``0..n_classes-1``.
+    gt : ndarray of uint8
+        Ground truth of the same shape; values in ``0..n_classes-1`` or ``ignore_index``.
+    n_classes : int
+        Number of classes C (at most 250, so that uint8 labels suffice).
+    ignore_index : int
+        Ground-truth value that is not scored.
+
+    Returns
+    -------
+    cm : ndarray of int64, shape (C, C)
+        ``cm[g, p]`` = pixels of true class g predicted as p.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, a prediction is outside the class range, or a ground-truth value is
+        neither a class nor the ignore index.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    if gt.dtype != np.uint8:
+        if gt.size and (gt.min() < 0 or gt.max() > 255):
+            raise ValueError("ground-truth values must fit in uint8")
+        gt = gt.astype(np.uint8)
+    c = n_classes
+    if pred.size:
+        lo, hi = int(pred.min()), int(pred.max())
+        if lo < 0 or hi >= c:
+            raise ValueError(f"predictions must lie in 0..{c - 1}, got values in {lo}..{hi}")
+    index = _gt_lookup(c, ignore_index)[gt.ravel()]
+    index += pred.ravel()
+    counts = np.bincount(index, minlength=c * c + 2 * c)
+    if counts[c * c + c :].any():
+        bad = sorted(set(np.unique(gt).tolist()) - set(range(c)) - {ignore_index})
+        raise ValueError(
+            f"ground-truth values {bad} are neither a class (0..{c - 1}) nor the ignore index"
+            f" {ignore_index}"
+        )
+    return counts[: c * c].reshape(c, c)
+
+
+def scores(cm: np.ndarray) -> dict[str, float | list[float]]:
+    """All scores of a (summed) confusion matrix.
+
+    Parameters
+    ----------
+    cm : ndarray, shape (C, C)
+        Ground truth on rows, prediction on columns.
+
+    Returns
+    -------
+    dict
+        ``miou``, ``global_acc``, ``mean_acc``, ``fwiou`` (floats in 0..1, NaN when nothing was
+        scored) and ``per_class_iou``, ``per_class_acc`` (lists in class order, NaN for an
+        absent class as described in the module docstring).
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    gt_total = cm.sum(axis=1)
+    pred_total = cm.sum(axis=0)
+    union = gt_total + pred_total - tp
+    total = cm.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+        acc = np.where(gt_total > 0, tp / gt_total, np.nan)
+        freq = gt_total / total if total > 0 else np.zeros_like(gt_total)
+    present = ~np.isnan(iou)
+    present_acc = ~np.isnan(acc)
+    return {
+        "miou": float(iou[present].mean()) if present.any() else float("nan"),
+        "global_acc": float(tp.sum() / total) if total > 0 else float("nan"),
+        "mean_acc": float(acc[present_acc].mean()) if present_acc.any() else float("nan"),
+        "fwiou": float((freq[present] * iou[present]).sum()) if total > 0 else float("nan"),
+        "per_class_iou": iou.tolist(),
+        "per_class_acc": acc.tolist(),
+    }
+
+
+def bootstrap_miou_ci(
+    per_image_cm: np.ndarray, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of mIoU over images.
+
+    Images are resampled with replacement and their confusion matrices re-summed, so the
+    interval reflects how much mIoU depends on which images the test split happens to hold.
+
+    Parameters
+    ----------
+    per_image_cm : ndarray, shape (N, C, C)
+        One confusion matrix per image.
+    n_boot : int
+        Bootstrap resamples.
+    level : float
+        Coverage of the interval (0.95 gives the 2.5th and 97.5th percentiles).
+    seed : int
+        Seed of the resampling, so a table is reproducible.
+
+    Returns
+    -------
+    (low, high) : tuple of float
+    """
+    per_image_cm = np.asarray(per_image_cm, dtype=np.float64)
+    n, c, _ = per_image_cm.shape
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    # Resampling N images with replacement = multinomial counts of each image; summing the
+    # weighted matrices is one matrix product instead of n_boot Python loops.
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    cms = (weights @ per_image_cm.reshape(n, c * c)).reshape(n_boot, c, c)
+    tp = np.diagonal(cms, axis1=1, axis2=2)
+    union = cms.sum(axis=2) + cms.sum(axis=1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, tp / union, np.nan)
+    with np.errstate(all="ignore"):
+        miou = np.nanmean(iou, axis=1)
+    alpha = (1.0 - level) / 2.0
+    low, high = np.nanquantile(miou, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+@dataclass
+class ConfusionMatrix:
+    """Accumulates one confusion matrix over a whole split, image by image.
+
+    Parameters
+    ----------
+    n_classes : int
+    ignore_index : int
+    keep_per_image : bool
+        Also keep each image's matrix (needed for the bootstrap interval).
+
+    Examples
+    --------
+    >>> cm = ConfusionMatrix(n_classes=2, ignore_index=255)
+    >>> _ = cm.update(np.array([[0, 1]]), np.array([[0, 0]], dtype=np.uint8))
+    >>> cm.scores()["global_acc"]
+    0.5
+    """
+
+    n_classes: int
+    ignore_index: int
+    keep_per_image: bool = True
+    total: np.ndarray = field(init=False)
+    per_image: list[np.ndarray] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.total = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+        """Add one image; returns that image's matrix."""
+        cm = confusion_matrix(pred, gt, self.n_classes, self.ignore_index)
+        self.total += cm
+        if self.keep_per_image:
+            self.per_image.append(cm)
+        return cm
+
+    def scores(self) -> dict[str, float | list[float]]:
+        """Scores of everything accumulated so far (see :func:`scores`)."""
+        return scores(self.total)
+
+    def miou_ci(self, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+        """95 % bootstrap interval of mIoU over the images seen (see :func:`bootstrap_miou_ci`)."""
+        if not self.per_image:
+            return float("nan"), float("nan")
+        return bootstrap_miou_ci(np.stack(self.per_image), n_boot=n_boot, seed=seed)
+
+
+def format_scores(
+    s: dict, class_names: tuple[str, ...] | list[str], ci: tuple[float, float] | None = None
+) -> str:
+    """Scores as a short plain-text table, in percent."""
+    lines = [f"mIoU        {100 * s['miou']:6.2f} %"]
+    if ci is not None:
+        lines[0] += f"   (95 % CI {100 * ci[0]:.2f} .. {100 * ci[1]:.2f})"
+    lines += [
+        f"global acc  {100 * s['global_acc']:6.2f} %",
+        f"mean acc    {100 * s['mean_acc']:6.2f} %",
+        f"fwIoU       {100 * s['fwiou']:6.2f} %",
+        "",
+        f"{'class':<14}{'IoU %':>8}{'acc %':>8}",
+    ]
+    for name, iou, acc in zip(class_names, s["per_class_iou"], s["per_class_acc"], strict=True):
+        lines.append(f"{name:<14}{100 * iou:8.2f}{100 * acc:8.2f}")
+    return "\n".join(lines)

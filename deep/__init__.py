@@ -1,0 +1,1 @@
+"""Fully convolutional networks, their upsampling variants and training."""

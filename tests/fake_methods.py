@@ -1,0 +1,55 @@
+"""Methods that misbehave on purpose, to test how the runner copes."""
+
+import numpy as np
+
+from bench.method import SegmentationMethod
+
+
+class Boom(SegmentationMethod):
+    """Fails in fit (or in predict with ``where="predict"``)."""
+
+    def __init__(self, where: str = "fit") -> None:
+        self.where = where
+
+    def fit(self, dataset, val_dataset=None):
+        if self.where == "fit":
+            raise RuntimeError("boom in fit")
+        self.n_classes_ = dataset.n_classes
+        return self
+
+    def predict_proba(self, image):
+        raise RuntimeError("boom in predict")
+
+
+class Interrupt(SegmentationMethod):
+    """Simulates a kill (Ctrl-C) during fit."""
+
+    def fit(self, dataset, val_dataset=None):
+        raise KeyboardInterrupt
+
+    def predict_proba(self, image):  # pragma: no cover
+        raise AssertionError
+
+
+class BadShape(SegmentationMethod):
+    def fit(self, dataset, val_dataset=None):
+        return self
+
+    def predict_proba(self, image):
+        return np.ones((2, 2, 2), np.float32)
+
+
+class Oracle(SegmentationMethod):
+    """Counts fits; predicts class 1 everywhere with certainty (for exact expected scores)."""
+
+    fits = 0
+
+    def fit(self, dataset, val_dataset=None):
+        Oracle.fits += 1
+        self.n_classes_ = dataset.n_classes
+        return self
+
+    def predict_proba(self, image):
+        proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
+        proba[..., 1] = 1.0
+        return proba

@@ -1,0 +1,74 @@
+"""The command line: messages without tracebacks, exit codes, evaluate's JSON."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.datasets import CamVid
+from bench.datasets.io import write_label
+
+
+def test_evaluate_writes_the_documented_json(tmp_path, camvid_copy, capsys):
+    ds = CamVid("test", root=camvid_copy)
+    pred_dir = tmp_path / "pred"
+    for i in range(len(ds)):
+        label = ds.native_label(i).copy()
+        label[label == 11] = 0
+        write_label(pred_dir / f"{ds.names[i]}.png", label)
+    out = tmp_path / "scores.json"
+    code = main(
+        ["evaluate", "--pred-dir", str(pred_dir), "--split", "test",
+         "--data-root", str(camvid_copy), "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    scores = json.loads(out.read_text())
+    assert scores["miou"] == pytest.approx(1.0)
+    assert set(scores) >= {"miou", "global_acc", "mean_acc", "fwiou", "per_class_iou"}
+    assert len(scores["per_class_iou"]) == 11
+    assert "mIoU" in capsys.readouterr().out
+
+
+def test_evaluate_missing_prediction_is_a_clear_error(tmp_path, camvid_copy, capsys):
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", "--pred-dir", str(tmp_path / "pred"), "--data-root", str(camvid_copy)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "0001TP_008550.png: file not found" in err and "Traceback" not in err
+
+
+def test_evaluate_wrong_size_and_value(tmp_path, camvid_copy, capsys):
+    ds = CamVid("test", root=camvid_copy)
+    pred_dir = tmp_path / "pred"
+    for name in ds.names:
+        write_label(pred_dir / f"{name}.png", np.zeros((360, 480), np.uint8))
+    write_label(pred_dir / f"{ds.names[1]}.png", np.zeros((10, 10), np.uint8))
+    assert main(["evaluate", "--pred-dir", str(pred_dir), "--data-root", str(camvid_copy)]) == 2
+    assert "prediction is 10x10, its label is 480x360" in capsys.readouterr().err
+    write_label(pred_dir / f"{ds.names[1]}.png", np.full((360, 480), 12, np.uint8))
+    assert main(["evaluate", "--pred-dir", str(pred_dir), "--data-root", str(camvid_copy)]) == 2
+    assert "value 12 is outside 0..10" in capsys.readouterr().err
+
+
+def test_run_unknown_config_key_exits_2_without_traceback(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("methods: [class_prior]\nsplt: test\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", str(cfg)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "bad.yaml: unknown config key 'splt'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_data_check_passes_on_the_shared_copy_and_fails_on_a_broken_one(
+    camvid_root, camvid_copy, capsys
+):
+    assert main(["data", "check", "--data-root", str(camvid_root)]) == 0
+    assert "all 1405 files match" in capsys.readouterr().out
+    assert main(["data", "check", "--data-root", str(camvid_copy)]) == 2
+    err = capsys.readouterr().err
+    assert "files fail verification" in err and "missing" in err

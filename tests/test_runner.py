@@ -1,0 +1,196 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import methods
+from bench.config import load_config, parse_config
+from bench.datasets import Synthetic
+from bench.errors import SegbenchError
+from bench.metrics import confusion_matrix, scores
+from bench.runner import evaluate_dir, run_config, upsample_proba
+
+
+def synthetic_config(*method_entries, profile="quick", name="t", **extra):
+    data = {
+        "name": name,
+        "profile": profile,
+        "dataset": "synthetic",
+        "dataset_options": {"size": [32, 40]},
+        "train_subset": 4,
+        "eval_subset": 5,
+        "bootstrap": 50,
+        "sample_images": 2,
+        "methods": list(method_entries),
+        **extra,
+    }
+    return parse_config(data)
+
+
+@pytest.fixture()
+def dirs(tmp_path):
+    return {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs"}
+
+
+@pytest.fixture(autouse=True)
+def fake_methods(monkeypatch):
+    for name in ("Boom", "Interrupt", "BadShape", "Oracle"):
+        monkeypatch.setitem(methods.METHODS, name.lower(), f"fake_methods:{name}")
+
+
+def test_scores_of_a_known_method_are_exact(dirs):
+    rows = run_config(synthetic_config("oracle"), **dirs)
+    row = rows[0]
+    test = Synthetic("test", n_images=5, size=(32, 40))
+    total = sum(
+        confusion_matrix(np.ones_like(test.native_label(i)), test.native_label(i), 4, 4)
+        for i in range(5)
+    )
+    expected = scores(total)
+    assert row["status"] == "ok"
+    assert row["miou"] == pytest.approx(expected["miou"])
+    assert row["global_acc"] == pytest.approx(expected["global_acc"])
+    assert row["confusion"] == total.tolist()
+    assert row["miou_ci_low"] <= row["miou"] <= row["miou_ci_high"]
+    assert row["predict_ms_median"] >= 0 and row["fit_s"] >= 0 and row["peak_mb"] > 0
+    assert row["environment"]["cpu"] and row["n_images"] == 5 and row["profile"] == "quick"
+
+
+def test_outputs_on_disk(dirs):
+    run_config(synthetic_config("class_prior", "oracle"), **dirs)
+    out = dirs["results_dir"] / "rows" / "quick" / "t"
+    assert (out / "config.yaml").is_file()
+    assert json.loads((out / "oracle.json").read_text())["method"] == "oracle"
+    npz = np.load(out / "oracle.cm.npz")
+    assert npz["per_image"].shape == (5, 4, 4)
+    assert len(list((out / "samples" / "oracle").glob("*.png"))) == 2
+    preds = sorted((dirs["runs_dir"] / "quick" / "t" / "oracle" / "pred").glob("*.png"))
+    assert len(preds) == 5
+
+
+def test_predictions_score_the_same_through_evaluate(dirs):
+    row = run_config(synthetic_config("class_prior"), **dirs)[0]
+    test = Synthetic("test", n_images=5, size=(32, 40))
+    s, _ = evaluate_dir(dirs["runs_dir"] / "quick" / "t" / "class_prior" / "pred", test)
+    assert s["miou"] == pytest.approx(row["miou"])
+
+
+def test_failure_is_recorded_and_the_run_goes_on(dirs):
+    cfg = synthetic_config(
+        "boom",
+        {"name": "boom", "id": "boom_predict", "params": {"where": "predict"}},
+        "badshape",
+        "oracle",
+    )
+    rows = {r["method"]: r for r in run_config(cfg, **dirs)}
+    assert rows["boom"]["status"] == "failed" and "boom in fit" in rows["boom"]["error"]
+    assert "boom in predict" in rows["boom_predict"]["error"]
+    assert "must return an array" in rows["badshape"]["error"]
+    assert rows["oracle"]["status"] == "ok"
+    err = dirs["runs_dir"] / "quick" / "t" / "boom" / "error.txt"
+    assert "Traceback" in err.read_text()
+
+
+def test_kill_keeps_earlier_rows_and_rerun_resumes(dirs):
+    from fake_methods import Oracle
+
+    Oracle.fits = 0
+    cfg = synthetic_config("oracle", "interrupt", "class_prior")
+    with pytest.raises(KeyboardInterrupt):
+        run_config(cfg, **dirs)
+    out = dirs["results_dir"] / "rows" / "quick" / "t"
+    assert (out / "oracle.json").is_file() and not (out / "interrupt.json").exists()
+    assert Oracle.fits == 1
+    # the rerun skips the finished method (same fingerprint)
+    cfg2 = synthetic_config("oracle", "class_prior")
+    run_config(cfg2, **dirs)
+    assert Oracle.fits == 1
+    assert (out / "class_prior.json").is_file()
+    # --force redoes it; a changed parameter also redoes it
+    run_config(cfg2, force=True, only=["oracle"], **dirs)
+    assert Oracle.fits == 2
+    run_config(synthetic_config("oracle", seed=1), **dirs)
+    assert Oracle.fits == 3
+
+
+def test_failed_methods_are_retried(dirs):
+    run_config(synthetic_config("boom"), **dirs)
+    rows = run_config(synthetic_config({"name": "boom", "params": {"where": "never"}}), **dirs)
+    # the parameter change re-runs it; it now fails in predict instead of fit
+    assert "predict" in rows[0]["error"]
+
+
+def test_a_quick_run_never_touches_heavier_rows(dirs):
+    run_config(synthetic_config("oracle", profile="full"), **dirs)
+    full_row = dirs["results_dir"] / "rows" / "full" / "t" / "oracle.json"
+    before = full_row.read_bytes()
+    run_config(synthetic_config("oracle", profile="quick"), force=True, **dirs)
+    assert full_row.read_bytes() == before
+    assert (dirs["results_dir"] / "rows" / "quick" / "t" / "oracle.json").is_file()
+
+
+def test_bad_method_name_or_param_fails_before_any_work(dirs):
+    with pytest.raises(SegbenchError, match="unknown method 'nope'"):
+        run_config(synthetic_config("class_prior", "nope"), **dirs)
+    with pytest.raises(SegbenchError, match="has no parameter 'trees'"):
+        run_config(synthetic_config({"name": "colour_forest", "params": {"trees": 3}}), **dirs)
+    assert not (dirs["results_dir"] / "rows").exists()
+
+
+def test_bad_data_stops_the_run_without_touching_rows(dirs, camvid_copy):
+    cfg = parse_config(
+        {
+            "name": "c",
+            "dataset": "camvid",
+            "data_root": str(camvid_copy),
+            "train_split": "test",
+            "val_split": None,
+            "bootstrap": 10,
+            "methods": ["class_prior", "oracle"],
+        }
+    )
+    run_config(cfg, only=["class_prior"], **dirs)
+    row = dirs["results_dir"] / "rows" / "quick" / "c" / "class_prior.json"
+    before = row.read_bytes()
+    label_file = camvid_copy / "camvid" / "testannot" / "0001TP_008550.png"
+    label_file.write_bytes(label_file.read_bytes()[:300])
+    with pytest.raises(SegbenchError, match="0001TP_008550.png: not a readable PNG"):
+        run_config(cfg, force=True, **dirs)
+    assert row.read_bytes() == before
+
+
+def test_upsample_proba_keeps_a_distribution():
+    p = np.random.default_rng(0).dirichlet(np.ones(3), size=(4, 5)).astype(np.float32)
+    up = upsample_proba(p, (8, 10))
+    assert up.shape == (8, 10, 3)
+    np.testing.assert_allclose(up.sum(-1), 1.0, atol=1e-5)
+    assert upsample_proba(p, (4, 5)) is p
+
+
+def test_config_errors_name_file_and_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("methods: [class_prior]\nresolutoin: [1, 2]\n")
+    with pytest.raises(SegbenchError, match=r"c\.yaml: unknown config key 'resolutoin'"):
+        load_config(path)
+    path.write_text("methods: [{name: a, prams: {}}]\n")
+    with pytest.raises(SegbenchError, match=r"methods\[0\]: unknown key 'prams'"):
+        load_config(path)
+    path.write_text("methods: [a, a]\n")
+    with pytest.raises(SegbenchError, match="ids repeat: a"):
+        load_config(path)
+    path.write_text("profile: huge\nmethods: [a]\n")
+    with pytest.raises(SegbenchError, match="profile must be one of"):
+        load_config(path)
+    path.write_text("methods: [a\n")
+    with pytest.raises(SegbenchError, match="not valid YAML"):
+        load_config(path)
+    with pytest.raises(SegbenchError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for path in sorted(Path(__file__).parents[1].joinpath("configs").glob("*.yaml")):
+        cfg = load_config(path)
+        for spec in cfg.methods:
+            methods.build_method(spec.name, spec.params)
