@@ -17,6 +17,8 @@ A configuration (see ``configs/``) says what runs::
       - name: colour_forest   # a name from bench.methods.METHODS
         id: colour_forest     # optional row name (default: name); unique within the config
         params: {n_estimators: 30}
+        crf: {}               # optional: also score it refined by the dense CRF stage
+                              # (params of baselines.dense_crf.DenseCRF), as row "<id>+crf"
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ _TOP_KEYS = {
     "val_split", "resolution", "train_subset", "eval_subset", "dataset_options", "methods",
     "bootstrap", "sample_images",
 }  # fmt: skip
-_METHOD_KEYS = {"name", "id", "params"}
+_METHOD_KEYS = {"name", "id", "params", "crf"}
 
 
 @dataclass
@@ -48,6 +50,12 @@ class MethodSpec:
     name: str
     id: str
     params: dict[str, Any] = field(default_factory=dict)
+    #: Parameters of the dense-CRF stage added after this method (None: no CRF row).
+    crf: dict[str, Any] | None = None
+
+    @property
+    def crf_id(self) -> str:
+        return f"{self.id}+crf"
 
 
 @dataclass
@@ -71,13 +79,14 @@ class Config:
     source: str = ""
 
     def fingerprint(self, method: MethodSpec) -> str:
-        """Hash of everything that decides a method's row (not the data root or profile).
+        """Hash of everything that decides a method's rows (not the data root or profile).
 
-        A rerun skips a method whose stored row has the same fingerprint.
+        A rerun skips a method whose stored rows have the same fingerprint.
         """
         key = {
             "method": method.name,
             "params": method.params,
+            "crf": method.crf,
             "dataset": self.dataset,
             "dataset_options": self.dataset_options,
             "seed": self.seed,
@@ -145,13 +154,19 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         bad = sorted(set(entry) - _METHOD_KEYS)
         if bad:
             raise SegbenchError(
-                f"{where}: unknown key {', '.join(map(repr, bad))}; known: id, name, params"
+                f"{where}: unknown key {', '.join(map(repr, bad))}; known: crf, id, name, params"
             )
         params = entry.get("params") or {}
         if not isinstance(params, dict):
             raise SegbenchError(f"{where}: 'params' must be a mapping")
-        methods.append(MethodSpec(str(entry["name"]), str(entry.get("id", entry["name"])), params))
-    ids = [m.id for m in methods]
+        crf = entry.get("crf")
+        if crf is True:
+            crf = {}
+        if crf is not None and not isinstance(crf, dict):
+            raise SegbenchError(f"{where}: 'crf' must be a mapping of DenseCRF parameters or true")
+        spec = MethodSpec(str(entry["name"]), str(entry.get("id", entry["name"])), params, crf)
+        methods.append(spec)
+    ids = [m.id for m in methods] + [m.crf_id for m in methods if m.crf is not None]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
         raise SegbenchError(f"{source}: method ids repeat: {', '.join(dupes)} (give each an 'id')")

@@ -10,6 +10,9 @@ A method is a scikit-learn style estimator (parameters stored by ``__init__`` an
   image, each pixel summing to 1;
 * ``predict(image) -> ndarray uint8 (H, W)``: the most probable class.
 
+A *stage* (the dense CRF) refines another method: it takes the fitted method as its
+``estimator`` parameter with ``prefit=True``, so its ``fit`` only learns (or tunes) the stage.
+
 Methods live in ``baselines/`` and ``deep/``, one file each; :mod:`bench.methods` maps config
 names to them. A method never imports the runner or the report.
 """

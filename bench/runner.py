@@ -141,6 +141,8 @@ def run_config(
     # method should not surface after an hour of work.
     for spec in specs:
         build_method(spec.name, spec.params)
+        if spec.crf is not None:
+            build_method("dense_crf", spec.crf)
 
     train, val, test = _datasets(cfg)
     log.info("config %s (profile %s): train %s, eval %s", cfg.name, cfg.profile, train, test)
@@ -149,20 +151,25 @@ def run_config(
 
     rows = []
     for spec in specs:
-        row_path = out_dir / f"{spec.id}.json"
         fingerprint = cfg.fingerprint(spec)
-        if not force and row_path.is_file():
-            old = json.loads(row_path.read_text())
-            if old.get("fingerprint") == fingerprint and old.get("status") == "ok":
-                log.info("%s: done before (same fingerprint), skipped; --force redoes it", spec.id)
-                rows.append(old)
-                continue
-        row = run_method(cfg, spec, train, val, test, out_dir, run_dir / spec.id)
-        row["fingerprint"] = fingerprint
-        _write_json(row_path, row)
-        log.info("%s: %s", spec.id, _summary(row))
-        rows.append(row)
+        ids = [spec.id] + ([spec.crf_id] if spec.crf is not None else [])
+        if not force and all(_done(out_dir / f"{i}.json", fingerprint) for i in ids):
+            log.info("%s: done before (same fingerprint), skipped; --force redoes it", spec.id)
+            rows += [json.loads((out_dir / f"{i}.json").read_text()) for i in ids]
+            continue
+        for row in run_method(cfg, spec, train, val, test, out_dir, run_dir):
+            row["fingerprint"] = fingerprint
+            _write_json(out_dir / f"{row['method']}.json", row)
+            log.info("%s: %s", row["method"], _summary(row))
+            rows.append(row)
     return rows
+
+
+def _done(row_path: Path, fingerprint: str) -> bool:
+    if not row_path.is_file():
+        return False
+    old = json.loads(row_path.read_text())
+    return old.get("fingerprint") == fingerprint and old.get("status") == "ok"
 
 
 def _summary(row: dict) -> str:
@@ -183,12 +190,45 @@ def run_method(
     test: SegmentationDataset,
     out_dir: Path,
     run_dir: Path,
-) -> dict:
-    """Fit, predict, score and time one method; returns its row (status ok or failed)."""
-    row: dict[str, Any] = {
-        "method": spec.id,
-        "method_name": spec.name,
-        "params": spec.params,
+) -> list[dict]:
+    """Fit, predict, score and time one method; returns its row, and its CRF row if asked.
+
+    With ``spec.crf``, the fitted method is handed to the ``dense_crf`` stage (as its
+    ``estimator``, ``prefit=True``), whose own fit may tune the CRF on the validation split;
+    that row's ``fit_s`` is the method's fit plus the stage's.
+    """
+    seed_everything(cfg.seed)
+    method = build_method(spec.name, spec.params)
+    row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test)
+    if not _fit_and_score(row, method, cfg, train, val, test, out_dir, run_dir / spec.id):
+        return [row]
+    rows = [row]
+    if spec.crf is not None:
+        seed_everything(cfg.seed)
+        stage = build_method("dense_crf", {**spec.crf, "estimator": method, "prefit": True})
+        crf_row = _new_row(cfg, spec.crf_id, "dense_crf", spec.crf, stage, train, test)
+        crf_row["crf_of"] = spec.id
+        ok = _fit_and_score(crf_row, stage, cfg, train, val, test, out_dir, run_dir / spec.crf_id)
+        if ok:
+            crf_row["fit_s"] += row["fit_s"]
+        rows.append(crf_row)
+    return rows
+
+
+def _new_row(
+    cfg: Config,
+    row_id: str,
+    name: str,
+    params: dict,
+    method: Any,
+    train: SegmentationDataset,
+    test: SegmentationDataset,
+) -> dict[str, Any]:
+    return {
+        "method": row_id,
+        "method_name": name,
+        "params": params,
+        "all_params": method.get_params(deep=False),
         "config": cfg.name,
         "profile": cfg.profile,
         "dataset": cfg.dataset,
@@ -200,31 +240,42 @@ def run_method(
         "class_names": list(test.class_names),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    seed_everything(cfg.seed)
-    method = build_method(spec.name, spec.params)
-    row["all_params"] = method.get_params()
+
+
+def _fit_and_score(
+    row: dict,
+    method: Any,
+    cfg: Config,
+    train: SegmentationDataset,
+    val: SegmentationDataset | None,
+    test: SegmentationDataset,
+    out_dir: Path,
+    run_dir: Path,
+) -> bool:
+    """Fill ``row`` in place (status ok or failed); True when the method worked."""
+    row_id = row["method"]
     try:
         reset_peak_rss()
-        log.info("%s: fitting on %d %s images", spec.id, len(train), train.split)
+        log.info("%s: fitting on %d %s images", row_id, len(train), train.split)
         t0 = time.perf_counter()
         method.fit(train, val_dataset=val)
         row["fit_s"] = time.perf_counter() - t0
         row["peak_mb_fit"] = peak_rss_mb()
-        cm, times = _predict_split(cfg, spec, method, test, out_dir, run_dir)
+        cm, times = _predict_split(cfg, row_id, method, test, out_dir, run_dir)
     except SegbenchError:
         raise  # bad input: stop the run with its message; rows already written stay
     except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed row
-        log.error("%s failed: %s", spec.id, exc)
+        log.error("%s failed: %s", row_id, exc)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
         row.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         row["environment"] = environment(REPO_ROOT)
-        return row
+        return False
 
     s = cm.scores()
     low, high = cm.miou_ci(n_boot=cfg.bootstrap, seed=cfg.seed)
     per_image = np.stack(cm.per_image)
-    np.savez_compressed(out_dir / f"{spec.id}.cm.npz", per_image=per_image, names=test.names)
+    np.savez_compressed(out_dir / f"{row_id}.cm.npz", per_image=per_image, names=test.names)
     row.update(
         status="ok",
         error="",
@@ -243,12 +294,12 @@ def run_method(
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         environment=environment(REPO_ROOT),
     )
-    return row
+    return True
 
 
 def _predict_split(
     cfg: Config,
-    spec: MethodSpec,
+    row_id: str,
     method: Any,
     test: SegmentationDataset,
     out_dir: Path,
@@ -265,8 +316,8 @@ def _predict_split(
     pred_dir = run_dir / "pred"
     times = []
     if len(test):
-        _check_proba(method.predict_proba(test.image(0)), test, spec)
-    for i in tqdm(range(len(test)), desc=f"{spec.id} predict", unit="img", leave=False):
+        _check_proba(method.predict_proba(test.image(0)), test, row_id)
+    for i in tqdm(range(len(test)), desc=f"{row_id} predict", unit="img", leave=False):
         image = test.image(i)
         t0 = time.perf_counter()
         proba = method.predict_proba(image)
@@ -276,18 +327,18 @@ def _predict_split(
         cm.update(pred, gt)
         write_label(pred_dir / f"{test.names[i]}.png", pred)
         if i in sample_ids:
-            write_label(out_dir / "samples" / spec.id / f"{test.names[i]}.png", pred)
+            write_label(out_dir / "samples" / row_id / f"{test.names[i]}.png", pred)
     return cm, np.asarray(times)
 
 
-def _check_proba(proba: Any, test: SegmentationDataset, spec: MethodSpec) -> None:
+def _check_proba(proba: Any, test: SegmentationDataset, row_id: str) -> None:
     expected = (*test.image(0).shape[:2], test.n_classes)
     if not isinstance(proba, np.ndarray) or proba.shape != expected:
         shape = getattr(proba, "shape", type(proba).__name__)
-        raise ValueError(f"{spec.id}.predict_proba must return an array {expected}, got {shape}")
+        raise ValueError(f"{row_id}.predict_proba must return an array {expected}, got {shape}")
     sums = proba.sum(axis=-1)
     if not np.allclose(sums, 1.0, atol=1e-3) or not np.isfinite(proba).all():
-        raise ValueError(f"{spec.id}.predict_proba rows must be finite and sum to 1")
+        raise ValueError(f"{row_id}.predict_proba rows must be finite and sum to 1")
 
 
 def evaluate_dir(

@@ -53,3 +53,22 @@ class Oracle(SegmentationMethod):
         proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
         proba[..., 1] = 1.0
         return proba
+
+
+class FakeStage(SegmentationMethod):
+    """A stage like the dense CRF: refines a prefit estimator (here: flips to class 0)."""
+
+    def __init__(self, estimator=None, prefit: bool = False, strength: float = 1.0) -> None:
+        self.estimator = estimator
+        self.prefit = prefit
+        self.strength = strength
+
+    def fit(self, dataset, val_dataset=None):
+        if not self.prefit:
+            self.estimator.fit(dataset, val_dataset)
+        self.tuned_on_ = None if val_dataset is None else val_dataset.split
+        return self
+
+    def predict_proba(self, image):
+        proba = self.estimator.predict_proba(image)[..., ::-1]
+        return np.ascontiguousarray(proba)

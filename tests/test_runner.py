@@ -194,3 +194,22 @@ def test_shipped_configs_are_valid():
         cfg = load_config(path)
         for spec in cfg.methods:
             methods.build_method(spec.name, spec.params)
+
+
+def test_crf_stage_row_shares_the_fit(dirs, monkeypatch):
+    from fake_methods import Oracle
+
+    monkeypatch.setitem(methods.METHODS, "dense_crf", "fake_methods:FakeStage")
+    Oracle.fits = 0
+    cfg = synthetic_config({"name": "oracle", "crf": {"strength": 2.0}}, val_split="val")
+    rows = {r["method"]: r for r in run_config(cfg, **dirs)}
+    assert Oracle.fits == 1  # one fit serves both rows
+    assert set(rows) == {"oracle", "oracle+crf"}
+    assert rows["oracle+crf"]["crf_of"] == "oracle"
+    assert rows["oracle+crf"]["params"] == {"strength": 2.0}
+    assert rows["oracle+crf"]["fit_s"] >= rows["oracle"]["fit_s"]
+    assert rows["oracle+crf"]["miou"] != rows["oracle"]["miou"]
+    run_config(cfg, **dirs)
+    assert Oracle.fits == 1  # both rows done: skipped
+    with pytest.raises(SegbenchError, match="has no parameter 'nope'"):
+        run_config(synthetic_config({"name": "oracle", "crf": {"nope": 1}}), **dirs)
