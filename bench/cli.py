@@ -53,6 +53,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
             "global_acc": scores["global_acc"],
             "mean_acc": scores["mean_acc"],
             "fwiou": scores["fwiou"],
+            "bf_score": scores["bf_score"],
             "per_class_iou": scores["per_class_iou"],
             "per_class_acc": scores["per_class_acc"],
             "class_names": list(dataset.class_names),

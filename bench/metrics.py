@@ -232,9 +232,95 @@ def format_scores(
         f"global acc  {100 * s['global_acc']:6.2f} %",
         f"mean acc    {100 * s['mean_acc']:6.2f} %",
         f"fwIoU       {100 * s['fwiou']:6.2f} %",
+    ]
+    if "bf_score" in s:
+        lines.append(f"BF          {100 * s['bf_score']:6.2f} %")
+    lines += [
         "",
         f"{'class':<14}{'IoU %':>8}{'acc %':>8}",
     ]
     for name, iou, acc in zip(class_names, s["per_class_iou"], s["per_class_acc"], strict=True):
         lines.append(f"{name:<14}{100 * iou:8.2f}{100 * acc:8.2f}")
     return "\n".join(lines)
+
+
+def _edges(labels: np.ndarray, void: np.ndarray) -> np.ndarray:
+    """Pixels with a 4-neighbour of another label, ignoring void pixels and the image border.
+
+    Every class's boundary at once: a boundary pixel belongs to the class of its own label, so
+    ``edges & (labels == c)`` is class c's (inner) boundary. An edge against void counts for
+    neither side: void is unscored.
+    """
+    edges = np.zeros(labels.shape, dtype=bool)
+    scored = ~void
+    for a, b in (
+        (np.s_[:, 1:], np.s_[:, :-1]),
+        (np.s_[:, :-1], np.s_[:, 1:]),
+        (np.s_[1:, :], np.s_[:-1, :]),
+        (np.s_[:-1, :], np.s_[1:, :]),
+    ):
+        edges[a] |= (labels[a] != labels[b]) & scored[b]
+    return edges & scored
+
+
+def boundary_f1(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    n_classes: int,
+    ignore_index: int,
+    tolerance: float = 0.0075,
+) -> float:
+    """Boundary F1 (BF) score of one image, as SegNet's paper defines it.
+
+    For each class present in the ground truth, the boundary of its predicted mask is matched
+    against the boundary of its true mask: precision is the share of predicted boundary pixels
+    within ``tolerance`` x image diagonal (Euclidean) of a true one, recall the converse, and the
+    class's F1 their harmonic mean (1 when both boundaries are empty, 0 when one is). The image's
+    BF is the mean over those classes; a split's BF is the mean over images (Badrinarayanan et
+    al., TPAMI 2017, tolerance 0.75 % of the diagonal, after Csurka et al., BMVC 2013). Void
+    pixels are don't-care: an edge against void counts for neither side.
+
+    Parameters
+    ----------
+    pred : ndarray of int, shape (H, W)
+    gt : ndarray of uint8, shape (H, W)
+    n_classes : int
+    ignore_index : int
+    tolerance : float
+        Matching distance as a fraction of the image diagonal.
+
+    Returns
+    -------
+    float
+        BF in 0..1, or NaN when the image has no labelled pixel.
+
+    Notes
+    -----
+    Distances to the nearest boundary pixel come from k-d tree queries on the few thousand
+    boundary pixels rather than a distance transform of the whole image per class: the same
+    Euclidean distances, about 20x faster here.
+    """
+    from scipy.spatial import cKDTree
+
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")
+    h, w = gt.shape
+    tol = tolerance * np.hypot(h, w)
+    void = gt == ignore_index
+    gt_edges = _edges(gt, void)
+    pred_edges = _edges(pred, void)
+    f1s = []
+    for c in np.unique(gt[~void]):
+        gt_pts = np.argwhere(gt_edges & (gt == c))
+        pred_pts = np.argwhere(pred_edges & (pred == c))
+        if len(gt_pts) == 0 or len(pred_pts) == 0:
+            f1s.append(1.0 if len(gt_pts) == len(pred_pts) else 0.0)
+            continue
+        d_pred, _ = cKDTree(gt_pts).query(pred_pts, distance_upper_bound=tol + 1e-9)
+        d_gt, _ = cKDTree(pred_pts).query(gt_pts, distance_upper_bound=tol + 1e-9)
+        precision = np.mean(d_pred <= tol)
+        recall = np.mean(d_gt <= tol)
+        f1s.append(
+            0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        )
+    return float(np.mean(f1s)) if f1s else float("nan")

@@ -250,7 +250,7 @@ def pareto_front(ms: Iterable[float], miou: Iterable[float]) -> np.ndarray:
     for i in np.flatnonzero(valid):
         others = valid.copy()
         others[i] = False
-        no_worse = (ms < ms[i]) & (miou >= miou[i])
+        no_worse = (ms <= ms[i]) & (miou >= miou[i])
         better = (ms < ms[i]) | (miou > miou[i])
         if np.any(others & no_worse & better):
             front[i] = False
@@ -457,6 +457,7 @@ def plot_miou_vs_speed(group: Group, path: Path) -> Path | None:
             str(row["method"]), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8
         )
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
     ax.set_xlabel("ms per image (median, log scale)")
     ax.set_ylabel("mIoU %")
     ax.set_title(_title(group))
@@ -802,10 +803,9 @@ def _reproduce_line(group: Group) -> str:
     return line
 
 
-def _rel(path: Path) -> str:
-    """``rows/<profile>/<config>``: the part of a path under the results folder."""
-    parts = path.parts
-    return "/".join(parts[parts.index("rows") :]) if "rows" in parts else str(path)
+def _rel(folder: Path) -> str:
+    """``rows/<profile>/<config>``: a group folder as seen from the README."""
+    return "/".join(folder.parts[-3:])
 
 
 def _link(path: Path) -> str:

@@ -37,7 +37,7 @@ from bench.datasets.io import write_label
 from bench.datasets.root import REPO_ROOT
 from bench.errors import SegbenchError
 from bench.methods import build_method
-from bench.metrics import ConfusionMatrix
+from bench.metrics import ConfusionMatrix, boundary_f1
 from bench.system import environment, peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
@@ -261,7 +261,7 @@ def _fit_and_score(
         method.fit(train, val_dataset=val)
         row["fit_s"] = time.perf_counter() - t0
         row["peak_mb_fit"] = peak_rss_mb()
-        cm, times = _predict_split(cfg, row_id, method, test, out_dir, run_dir)
+        cm, times, bf = _predict_split(cfg, row_id, method, test, out_dir, run_dir)
     except SegbenchError:
         raise  # bad input: stop the run with its message; rows already written stay
     except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed row
@@ -285,6 +285,7 @@ def _fit_and_score(
         global_acc=s["global_acc"],
         mean_acc=s["mean_acc"],
         fwiou=s["fwiou"],
+        bf_score=float(np.nanmean(bf)) if np.isfinite(bf).any() else float("nan"),
         per_class_iou=s["per_class_iou"],
         per_class_acc=s["per_class_acc"],
         confusion=cm.total.tolist(),
@@ -304,8 +305,8 @@ def _predict_split(
     test: SegmentationDataset,
     out_dir: Path,
     run_dir: Path,
-) -> tuple[ConfusionMatrix, np.ndarray]:
-    """Predict every image of ``test``; returns the accumulated evaluator and ms per image.
+) -> tuple[ConfusionMatrix, np.ndarray, np.ndarray]:
+    """Predict every image of ``test``; returns the evaluator, ms per image and BF per image.
 
     Only ``predict_proba`` is timed: decoding, resizing and scoring are the harness's work. A
     first call on image 0 warms caches and lazy initialisation up and is not counted. Methods
@@ -314,7 +315,7 @@ def _predict_split(
     cm = ConfusionMatrix(test.n_classes, test.ignore_index)
     sample_ids = set(evenly_spaced(len(test), cfg.sample_images).tolist())
     pred_dir = run_dir / "pred"
-    times = []
+    times, bf = [], []
     if len(test):
         _check_proba(method.predict_proba(test.image(0)), test, row_id)
     for i in tqdm(range(len(test)), desc=f"{row_id} predict", unit="img", leave=False):
@@ -325,10 +326,11 @@ def _predict_split(
         gt = test.native_label(i)
         pred = np.argmax(upsample_proba(proba, gt.shape), axis=-1).astype(np.uint8)
         cm.update(pred, gt)
+        bf.append(boundary_f1(pred, gt, test.n_classes, test.ignore_index))
         write_label(pred_dir / f"{test.names[i]}.png", pred)
         if i in sample_ids:
             write_label(out_dir / "samples" / row_id / f"{test.names[i]}.png", pred)
-    return cm, np.asarray(times)
+    return cm, np.asarray(times), np.asarray(bf)
 
 
 def _check_proba(proba: Any, test: SegmentationDataset, row_id: str) -> None:
@@ -357,6 +359,7 @@ def evaluate_dir(
     if not pred_dir.is_dir():
         raise SegbenchError(f"{pred_dir}: prediction folder not found")
     cm = ConfusionMatrix(dataset.n_classes, dataset.ignore_index)
+    bf: list[float] = []
     iterator = range(len(dataset))
     for i in progress(iterator) if progress else iterator:
         path = pred_dir / f"{dataset.names[i]}.png"
@@ -372,5 +375,7 @@ def evaluate_dir(
                 f"{path}: prediction value {int(pred.max())} is outside 0..{dataset.n_classes - 1}"
             )
         cm.update(pred, gt)
+        bf.append(boundary_f1(pred, gt, dataset.n_classes, dataset.ignore_index))
     s = cm.scores()
+    s["bf_score"] = float(np.nanmean(bf)) if np.isfinite(bf).any() else float("nan")
     return s, cm.miou_ci()

@@ -145,3 +145,67 @@ def test_format_scores_lists_every_class():
     s = scores(np.eye(3, dtype=int) * 5)
     text = format_scores(s, ["a", "b", "c"], ci=(0.9, 1.0))
     assert "100.00" in text and text.count("\n") >= 7
+
+
+def reference_bf(pred, gt, n_classes, ignore, tolerance=0.0075):
+    """Slow, independent BF: morphological boundaries and full distance transforms."""
+    from scipy import ndimage
+
+    void = gt == ignore
+    tol = tolerance * np.hypot(*gt.shape)
+    cross = ndimage.generate_binary_structure(2, 1)
+
+    def edge(mask):
+        inside = mask | void
+        return mask & ~ndimage.binary_erosion(inside, cross, border_value=1) & ~void
+
+    f1s = []
+    for c in np.unique(gt[~void]):
+        g, p = edge(gt == c), edge(pred == c)
+        if not g.any() or not p.any():
+            f1s.append(float(g.any() == p.any()))
+            continue
+        precision = (p & (ndimage.distance_transform_edt(~g) <= tol)).sum() / p.sum()
+        recall = (g & (ndimage.distance_transform_edt(~p) <= tol)).sum() / g.sum()
+        f1s.append(
+            0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+        )
+    return np.mean(f1s) if f1s else np.nan
+
+
+def test_boundary_f1_matches_a_distance_transform_reference(camvid_root):
+    from scipy import ndimage
+
+    from bench.datasets import CamVid
+    from bench.metrics import boundary_f1
+
+    ds = CamVid("test", root=camvid_root, subset=3)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        gt = ds.native_label(i)
+        clean = np.where(gt == 11, 0, gt)
+        for pred in (clean, ndimage.median_filter(clean, 7), np.roll(clean, 6, axis=1),
+                     rng.integers(0, 11, gt.shape)):  # fmt: skip
+            assert boundary_f1(pred, gt, 11, 11) == pytest.approx(reference_bf(pred, gt, 11, 11))
+        assert boundary_f1(clean, gt, 11, 11) == 1.0
+
+
+def test_boundary_f1_hand_cases():
+    from bench.metrics import boundary_f1
+
+    gt = np.zeros((100, 100), np.uint8)
+    gt[:, 50:] = 1  # one vertical edge; tolerance = 0.0075 * 141.4 = 1.06 px
+    assert boundary_f1(gt, gt, 2, 255) == 1.0
+    shifted = np.zeros_like(gt)
+    shifted[:, 51:] = 1
+    assert boundary_f1(shifted, gt, 2, 255) == 1.0  # one pixel off: within tolerance
+    shifted[:, 51:56] = 0
+    assert boundary_f1(shifted, gt, 2, 255) == 0.0  # six pixels off: beyond it
+    assert boundary_f1(np.zeros_like(gt), gt, 2, 255) == 0.0  # the edge is missed
+    # an edge against void is nobody's boundary: predicting across void costs nothing
+    gt_void = gt.copy()
+    gt_void[:, 45:55] = 255
+    pred = np.zeros_like(gt)
+    pred[:, 48:] = 1
+    assert boundary_f1(pred, gt_void, 2, 255) == 1.0
+    assert np.isnan(boundary_f1(gt, np.full_like(gt, 255), 2, 255))

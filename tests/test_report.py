@@ -311,11 +311,11 @@ def test_row_missing_keys_names_the_file_and_key(tmp_path):
 
 
 def test_pareto_front_hand_made():
-    ms = [1.0, 2.0, 3.0, 4.0, 2.0, 0.5, 5.0]
-    miou = [0.1, 0.5, 0.4, 0.6, 0.5, float("nan"), 0.6]
+    ms = [1.0, 2.0, 3.0, 4.0, 2.0, 0.5, 5.0, 2.0]
+    miou = [0.1, 0.5, 0.4, 0.6, 0.5, float("nan"), 0.6, 0.3]
     # 0: fastest. 1 and 4: tie, neither beats the other. 2: beaten by 1 (faster and better).
-    # 3: best. 5: NaN, never on the front. 6: as good as 3 but slower.
-    expected = [True, True, False, True, True, False, False]
+    # 3: best. 5: NaN, never on the front. 6: as good as 3 but slower. 7: as fast as 1, worse.
+    expected = [True, True, False, True, True, False, False, False]
     assert pareto_front(ms, miou).tolist() == expected
     assert pareto_front([], []).tolist() == []
 
