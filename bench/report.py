@@ -48,12 +48,12 @@ _DROPPED = {"confusion", "class_names"}
 #: The columns a reader looks for first, in this order; the rest follow.
 _LEAD_COLUMNS = [
     "dataset", "split", "profile", "config", "method", "method_name", "status", "miou",
-    "miou_ci_low", "miou_ci_high", "global_acc", "mean_acc", "fwiou", "fit_s",
+    "miou_ci_low", "miou_ci_high", "global_acc", "mean_acc", "fwiou", "bf_score", "fit_s",
     "predict_ms_median", "predict_ms_p90", "peak_mb", "peak_mb_fit", "resolution", "n_train",
     "n_images", "seed", "error",
 ]  # fmt: skip
 _TABLE_HEADER = [
-    "method", "mIoU % [95 % CI]", "global acc %", "class acc %", "fwIoU %", "fit s",
+    "method", "mIoU % [95 % CI]", "global acc %", "class acc %", "fwIoU %", "BF %", "fit s",
     "ms/image (median, p90)", "peak MB", "resolution", "profile", "device",
 ]  # fmt: skip
 _GENERATED_LINE = (
@@ -724,6 +724,7 @@ def _main_row(row: dict[str, Any]) -> list[str]:
         _pct(row.get("global_acc")),
         _pct(row.get("mean_acc")),
         _pct(row.get("fwiou")),
+        _pct(row.get("bf_score")),
         _num(row.get("fit_s")),
         f"{_num(row.get('predict_ms_median'))} ({_num(row.get('predict_ms_p90'))})",
         f"{_float(row.get('peak_mb')):.0f}" if math.isfinite(_float(row.get("peak_mb"))) else "-",
@@ -822,7 +823,7 @@ def _group_section(group: Group, figures: dict[str, Any]) -> list[str]:
         "",
     ]
     if group.ok:
-        lines += _md_table(_TABLE_HEADER, [_main_row(r) for r in group.ok], "lrrrrrrrlll")
+        lines += _md_table(_TABLE_HEADER, [_main_row(r) for r in group.ok], "lrrrrrrrrlll")
     else:
         lines.append("No method finished.")
     if group.failed:
@@ -872,13 +873,15 @@ def render_markdown(groups: list[Group], figures: dict[str, dict[str, Any]]) -> 
         "",
         "# segbench results",
         "",
-        "mIoU, accuracies and fwIoU in %, scored at native resolution; the mIoU interval is a "
-        "95 % bootstrap over test images. ms/image times `predict_proba` alone (median and 90th "
-        "percentile); peak MB is the process's peak resident memory.",
+        "mIoU, accuracies, fwIoU and BF (boundary F1, SegNet's definition: tolerance 0.75 % of "
+        "the image diagonal, averaged over classes, then images) in %, scored at native "
+        "resolution; the mIoU interval is a 95 % bootstrap over test images. ms/image times "
+        "`predict_proba` alone (median and 90th percentile); peak MB is the process's peak "
+        "resident memory.",
         "",
     ]
     if not groups:
-        lines += _md_table(_TABLE_HEADER, [], "lrrrrrrrlll")
+        lines += _md_table(_TABLE_HEADER, [], "lrrrrrrrrlll")
         lines += [
             "",
             "No runs yet: `rows/` holds no result. Run `segbench run configs/<name>.yaml`.",

@@ -78,6 +78,7 @@ def make_row(method: str, profile: str, cms: np.ndarray | None, **extra) -> dict
             miou_ci_low=s["miou"] - 0.04,
             miou_ci_high=s["miou"] + 0.03,
             confusion=cms.sum(axis=0).tolist(),
+            bf_score=0.42,
             fit_s=1.5,
             predict_ms_median=12.0 if method == "alpha" else 3.0,
             predict_ms_p90=15.0 if method == "alpha" else 4.0,
@@ -209,7 +210,7 @@ def test_readme_numbers_match_rows(report):
     assert cells[2] == f"{100 * alpha['global_acc']:.2f}"
     assert cells[3] == f"{100 * alpha['mean_acc']:.2f}"
     assert cells[4] == f"{100 * alpha['fwiou']:.2f}"
-    assert cells[5:] == ["1.50", "12.0 (15.0)", "512", "native", "quick", "cpu"]
+    assert cells[5:] == ["42.00", "1.50", "12.0 (15.0)", "512", "native", "quick", "cpu"]
     # Best first within the group.
     assert readme.index("| alpha |") < readme.index("| beta |")
     # Per-class IoU in %, NaN (class absent everywhere) shown as "-".
