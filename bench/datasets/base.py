@@ -135,13 +135,13 @@ class SegmentationDataset(Dataset):
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize an HxWx3 uint8 image to ``size`` = (H, W), bilinear with antialiasing."""
     h, w = size
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+    return np.array(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
 
 
 def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a label map to ``size`` = (H, W), nearest neighbour (no invented classes)."""
     h, w = size
-    return np.asarray(Image.fromarray(label).resize((w, h), Image.Resampling.NEAREST))
+    return np.array(Image.fromarray(label).resize((w, h), Image.Resampling.NEAREST))
 
 
 def evenly_spaced(n_total: int, n: int | None) -> np.ndarray:
