@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.config import Config, MethodSpec
-from bench.datasets import SegmentationDataset, load_dataset
+from bench.datasets import SegmentationDataset, load_splits
 from bench.datasets.base import evenly_spaced
 from bench.datasets.io import write_label
 from bench.datasets.root import REPO_ROOT
@@ -69,23 +69,6 @@ def upsample_proba(proba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(proba, dtype=np.float32)).permute(2, 0, 1)[None]
     out = F.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)
     return out[0].permute(1, 2, 0).numpy()
-
-
-def _datasets(
-    cfg: Config,
-) -> tuple[SegmentationDataset, SegmentationDataset | None, SegmentationDataset]:
-    def make(split: str, subset: int | None) -> SegmentationDataset:
-        options = dict(cfg.dataset_options)
-        if cfg.dataset == "camvid":
-            options.update(root=cfg.data_root, subset=subset)
-        elif subset is not None:
-            options["n_images"] = subset
-        return load_dataset(cfg.dataset, split, resolution=cfg.resolution, **options)
-
-    train = make(cfg.train_split, cfg.train_subset)
-    val = make(cfg.val_split, cfg.eval_subset) if cfg.val_split else None
-    test = make(cfg.split, cfg.eval_subset)
-    return train, val, test
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -144,7 +127,7 @@ def run_config(
         if spec.crf is not None:
             build_method("dense_crf", spec.crf)
 
-    train, val, test = _datasets(cfg)
+    train, val, test = load_splits(cfg)
     log.info("config %s (profile %s): train %s, eval %s", cfg.name, cfg.profile, train, test)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(cfg.to_yaml())

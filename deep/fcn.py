@@ -1,0 +1,231 @@
+"""FCN-32s/16s/8s trained from scratch, as a segbench method (registered as ``fcn``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.datasets.root import REPO_ROOT
+from bench.method import SegmentationMethod
+from deep.fcn8s import FCN8s
+from deep.fcn16s import FCN16s
+from deep.fcn32s import FCN32s
+from deep.train import TrainConfig, load_arrays, resolve_device, train
+from deep.upsampling import upsampling_class
+
+log = logging.getLogger(__name__)
+
+ARCHS: dict[str, type[nn.Module]] = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
+CHECKPOINT_ROOT = REPO_ROOT / "runs" / "checkpoints"
+
+
+class Normalize(nn.Module):
+    """Images in 0..255 to zero mean, unit variance per channel (training-set statistics)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.view(1, 3, 1, 1).float())
+        self.register_buffer("std", std.view(1, 3, 1, 1).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def build_network(
+    arch: str,
+    upsampling: str,
+    n_classes: int,
+    width: int,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+) -> nn.Sequential:
+    """Normalisation followed by the FCN ``arch`` with ``upsampling`` layers."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    mean = torch.zeros(3) if mean is None else torch.as_tensor(mean)
+    std = torch.ones(3) if std is None else torch.as_tensor(std)
+    net = ARCHS[arch](n_classes, width, upsampling_class(upsampling))
+    return nn.Sequential(Normalize(mean, std), net)
+
+
+class FCN(SegmentationMethod):
+    """Fully convolutional network (Long et al. 2015) trained from scratch on the training split.
+
+    Training (see :mod:`deep.train`) uses median-frequency-balanced cross-entropy, scale, crop
+    and flip augmentation, AdamW or SGD with warm-up and cosine decay, and mixed precision on
+    CUDA. Each epoch is checkpointed under ``runs/checkpoints/<hash>``, where the hash covers the
+    parameters and the training data, so a killed fit resumes where it stopped and a finished one
+    is loaded instead of retrained. The epoch with the best validation mIoU is kept.
+
+    Parameters
+    ----------
+    arch : {"fcn32s", "fcn16s", "fcn8s"}
+    upsampling : str
+        A name from :data:`deep.upsampling.UPSAMPLING` (``"bilinear"``, ``"transposed4"``...):
+        the class of every x2 decoder layer.
+    width : int
+        Channels of the encoder's first stage (64 = VGG-16's widths).
+    epochs, batch_size : int
+    lr, weight_decay : float
+    optimizer : {"adamw", "sgd"}
+    crop : [int, int] or None
+        Training crop (H, W) at the working resolution; None trains on whole (rescaled) images.
+    scale : [float, float]
+        Range of the random rescaling before cropping.
+    device : str
+        ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    n_threads : int or None
+        CPU threads torch uses in ``fit`` and ``predict_proba`` (None: torch's default). On a
+        shared 2-core machine, 1 avoids the OpenMP oversubscription that made a 2-thread forward
+        pass 60x slower in our measurements.
+    resume : bool
+        Reuse the checkpoints of an earlier fit with the same parameters and data.
+    random_state : int
+        Seeds initialisation, batch order, augmentation and dropout.
+    """
+
+    def __init__(
+        self,
+        arch: str = "fcn8s",
+        upsampling: str = "bilinear",
+        width: int = 32,
+        epochs: int = 40,
+        batch_size: int = 8,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: str = "adamw",
+        crop: list[int] | None = None,
+        scale: list[float] | tuple[float, float] = (0.75, 1.25),
+        device: str = "auto",
+        n_threads: int | None = None,
+        resume: bool = True,
+        random_state: int = 0,
+    ) -> None:
+        self.arch = arch
+        self.upsampling = upsampling
+        self.width = width
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.crop = crop
+        self.scale = scale
+        self.device = device
+        self.n_threads = n_threads
+        self.resume = resume
+        self.random_state = random_state
+
+    # -- training ---------------------------------------------------------------------------
+    def train_config(self) -> TrainConfig:
+        """The :class:`~deep.train.TrainConfig` these parameters describe."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            optimizer=self.optimizer,
+            crop=None if self.crop is None else (int(self.crop[0]), int(self.crop[1])),
+            scale=(float(self.scale[0]), float(self.scale[1])),
+            seed=self.random_state,
+        )
+
+    def checkpoint_key(self, dataset, val_dataset=None) -> dict:  # noqa: ANN001
+        """What decides the trained weights: parameters (not device/resume) and the data."""
+        params = self.get_params(deep=False)
+        for key in ("device", "n_threads", "resume"):
+            params.pop(key)
+
+        def describe(ds) -> dict | None:  # noqa: ANN001
+            if ds is None:
+                return None
+            return {
+                "type": type(ds).__name__,
+                "split": ds.split,
+                "names": hashlib.sha256("\n".join(ds.names).encode()).hexdigest()[:16],
+                "resolution": ds.resolution,
+                "options": {k: getattr(ds, k) for k in ("size", "seed") if hasattr(ds, k)},
+            }
+
+        return {"params": params, "train": describe(dataset), "val": describe(val_dataset)}
+
+    def checkpoint_dir(self, dataset, val_dataset=None) -> Path:  # noqa: ANN001
+        """``runs/checkpoints/<hash of checkpoint_key>``."""
+        key = json.dumps(self.checkpoint_key(dataset, val_dataset), sort_keys=True, default=str)
+        return CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def fit(self, dataset, val_dataset=None) -> FCN:  # noqa: ANN001
+        with torch_threads(self.n_threads):
+            return self._fit(dataset, val_dataset)
+
+    def _fit(self, dataset, val_dataset) -> FCN:  # noqa: ANN001
+        torch.manual_seed(self.random_state)
+        self.n_classes_ = dataset.n_classes
+        self.device_ = resolve_device(self.device)
+        train_data = load_arrays(dataset)
+        val_data = load_arrays(val_dataset) if val_dataset is not None else None
+        pixels = train_data.images.reshape(-1, 3).float()
+        mean, std = pixels.mean(dim=0), pixels.std(dim=0)
+        self.network_ = build_network(
+            self.arch, self.upsampling, self.n_classes_, self.width, mean, std
+        )
+        self.checkpoint_dir_ = self.checkpoint_dir(dataset, val_dataset)
+        if not self.resume and (self.checkpoint_dir_ / "last.pt").is_file():
+            (self.checkpoint_dir_ / "last.pt").unlink()
+        log.info(
+            "training %s/%s (width %d, %.2f M parameters) on %s -> %s",
+            self.arch,
+            self.upsampling,
+            self.width,
+            sum(p.numel() for p in self.network_.parameters()) / 1e6,
+            self.device_,
+            self.checkpoint_dir_,
+        )
+        meta = {"key": self.checkpoint_key(dataset, val_dataset), "n_classes": self.n_classes_}
+        result = train(
+            self.network_,
+            train_data,
+            val_data,
+            self.train_config(),
+            self.checkpoint_dir_,
+            device=str(self.device_),
+            meta=meta,
+        )
+        self.history_ = result.history
+        self.best_epoch_ = result.best_epoch
+        self.train_seconds_ = result.train_seconds
+        self.network_.eval()
+        return self
+
+    # -- inference --------------------------------------------------------------------------
+    def predict_logits(self, image: np.ndarray) -> torch.Tensor:
+        """Class scores (1, C, H, W) of an HxWx3 uint8 image, float32 on the CPU."""
+        x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
+        with torch_threads(self.n_threads), torch.no_grad():
+            return self.network_(x.to(self.device_)).float().cpu()
+
+    def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        proba = torch.softmax(self.predict_logits(image), dim=1)
+        return np.ascontiguousarray(proba[0].permute(1, 2, 0).numpy())
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch CPU threads (unchanged for None), then restore the count."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

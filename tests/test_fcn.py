@@ -1,0 +1,80 @@
+"""The FCN method: architectures, the segbench interface, learning the synthetic dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import deep.fcn
+from bench.datasets import Synthetic
+from bench.metrics import ConfusionMatrix
+from deep.fcn import FCN, build_network
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # noqa: ANN201
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and crawl."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def checkpoints_in_tmp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setattr(deep.fcn, "CHECKPOINT_ROOT", tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s"])
+@pytest.mark.parametrize("upsampling", ["bilinear", "max_unpool", "transposed3"])
+def test_architectures_keep_the_input_size_of_any_image(arch: str, upsampling: str) -> None:
+    net = build_network(arch, upsampling, n_classes=5, width=4).eval()
+    with torch.no_grad():
+        out = net(torch.rand(2, 3, 45, 70) * 255)  # not a multiple of 32: padded inside
+    assert out.shape == (2, 5, 45, 70)
+
+
+def test_skips_start_at_zero_so_fcn8s_starts_as_fcn32s() -> None:
+    torch.manual_seed(0)
+    a = build_network("fcn32s", "bilinear", 3, width=4).eval()
+    torch.manual_seed(0)
+    b = build_network("fcn8s", "bilinear", 3, width=4).eval()
+    x = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))
+
+
+def test_fcn_learns_the_synthetic_dataset_well_above_chance() -> None:
+    train = Synthetic("train", n_images=16, size=(48, 64))
+    val = Synthetic("val", n_images=4, size=(48, 64))
+    test = Synthetic("test", n_images=6, size=(48, 64))
+    method = FCN(
+        arch="fcn8s", width=8, epochs=30, batch_size=4, lr=1e-2, crop=[48, 48], device="cpu"
+    ).fit(train, val)
+    cm = ConfusionMatrix(test.n_classes, test.ignore_index)
+    for image, label, _ in test:
+        proba = method.predict_proba(image)
+        assert proba.shape == (*image.shape[:2], test.n_classes) and proba.dtype == np.float32
+        np.testing.assert_allclose(proba.sum(axis=-1), 1.0, atol=1e-5)
+        cm.update(method.predict(image), label)
+    s = cm.scores()
+    # chance on four classes: class accuracy 0.25, mIoU about 0.15-0.2 (uniform guessing or the
+    # majority class); the tiny net reaches about 0.8 and 0.6
+    assert s["mean_acc"] > 0.6, s
+    assert s["miou"] > 0.4, s
+    assert len(method.history_) == 30 and method.best_epoch_ >= 0
+    assert (method.checkpoint_dir_ / "best.pt").is_file()
+
+
+def test_a_second_fit_with_the_same_parameters_loads_instead_of_retraining() -> None:
+    train = Synthetic("train", n_images=4, size=(32, 32))
+    params = dict(arch="fcn16s", width=4, epochs=2, batch_size=2, device="cpu")
+    first = FCN(**params).fit(train)
+    second = FCN(**params).fit(train)
+    assert second.checkpoint_dir_ == first.checkpoint_dir_
+    assert second.history_ == first.history_  # resumed after the last epoch: nothing retrained
+    image = train.image(0)
+    np.testing.assert_array_equal(first.predict_proba(image), second.predict_proba(image))
+    other = FCN(**{**params, "upsampling": "nearest"})
+    assert other.checkpoint_dir(train) != first.checkpoint_dir_

@@ -1,0 +1,101 @@
+"""Training loop: class weights, augmentation, checkpoints and exact resume after a kill."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.datasets import Synthetic
+from deep.fcn import build_network
+from deep.train import (
+    ArrayData,
+    TrainConfig,
+    augment,
+    load_arrays,
+    load_checkpoint,
+    median_frequency_weights,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():  # noqa: ANN201
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and crawl."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_median_frequency_weights_ignore_void_and_absent_classes() -> None:
+    labels = torch.tensor(
+        [[[0, 0, 0, 1]], [[0, 0, 9, 9]], [[2, 2, 2, 2]]], dtype=torch.uint8
+    )  # 9 = void; class 3 never appears
+    w = median_frequency_weights(labels, 4)
+    # freq: class 0 = 5 px / 6 labelled px of the images holding it; 1 = 1/4; 2 = 4/4
+    freq = np.array([5 / 6, 1 / 4, 1.0])
+    np.testing.assert_allclose(w[:3].numpy(), np.median(freq) / freq, rtol=1e-6)
+    assert w[3] == 0
+
+
+def test_augment_crops_pads_with_void_and_keeps_pairs_aligned() -> None:
+    images = torch.arange(2 * 3 * 8 * 10, dtype=torch.float32).view(2, 3, 8, 10)
+    labels = (images[:, 0] % 4).long()
+    cfg = TrainConfig(crop=(12, 6), scale=(1.0, 1.0), hflip=True)
+    out_i, out_l = augment(images, labels, cfg, np.random.default_rng(0), ignore_index=7)
+    assert out_i.shape == (2, 3, 12, 6) and out_l.shape == (2, 12, 6)
+    padded = out_l == 7
+    assert padded[:, 8:].all() and not padded[:, :8].any()  # only the padded rows are void
+    assert torch.equal(out_i[:, 0][~padded] % 4, out_l[~padded].float())
+
+
+def tiny_data(n: int) -> tuple[ArrayData, ArrayData]:
+    tr = load_arrays(Synthetic("train", n_images=n, size=(32, 48)))
+    va = load_arrays(Synthetic("val", n_images=4, size=(32, 48)))
+    return tr, va
+
+
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path) -> None:  # noqa: ANN001
+    tr, va = tiny_data(8)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=3e-3, crop=(32, 32), seed=5)
+
+    def fresh():  # noqa: ANN202
+        torch.manual_seed(0)
+        return build_network("fcn8s", "transposed3", tr.n_classes, width=4)
+
+    whole = fresh()
+    full = train(whole, tr, va, cfg, tmp_path / "whole", device="cpu")
+    killed = fresh()
+    train(killed, tr, va, cfg, tmp_path / "killed", device="cpu", stop_after=0)
+    meta = json.loads((tmp_path / "killed" / "meta.json").read_text())
+    assert meta["result"]["completed"] is False and len(meta["result"]["history"]) == 1
+    # a new process would rebuild the model from scratch, then resume from the checkpoint
+    resumed_model = fresh()
+    resumed = train(resumed_model, tr, va, cfg, tmp_path / "killed", device="cpu")
+
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
+    assert resumed.best_epoch == full.best_epoch and resumed.completed
+    a = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "killed" / "last.pt")["model"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key, value in whole.state_dict().items():  # both hold the best epoch's weights
+        assert torch.equal(value, resumed_model.state_dict()[key]), key
+
+
+def test_checkpoints_load_with_weights_only_and_keep_the_best_epoch(tmp_path) -> None:  # noqa: ANN001
+    tr, va = tiny_data(8)
+    cfg = TrainConfig(epochs=2, batch_size=4, crop=(32, 32))
+    torch.manual_seed(0)
+    model = build_network("fcn32s", "bilinear", tr.n_classes, width=4)
+    result = train(model, tr, va, cfg, tmp_path, device="cpu")
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["epoch"] == result.best_epoch
+    miou = [h["val_miou"] for h in result.history]
+    assert result.best_miou == max(miou)
+    assert result.history[result.best_epoch]["val_miou"] == max(miou)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best["model"][key])
