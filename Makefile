@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install bench bench-full bench-harness report test lint clean-runs
+.PHONY: install bench bench-full bench-device bench-harness report test lint clean-runs
 
 # Pinned versions (requirements.lock) so every number in results/ can be reproduced; torch is
 # the 2.13.0 CPU build (an unpinned torch would pull a multi-GB CUDA build).
@@ -16,15 +16,24 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# The default benchmark (quick CPU profile): fetches and verifies CamVid if it is not there.
+# The default benchmark (quick CPU profile): fetches and verifies CamVid if it is not there,
+# runs every method at CPU size, the upsampling study, and regenerates results/.
 bench: install
 	$(BIN)/segbench data ensure camvid
-	$(BIN)/segbench run configs/quick.yaml
+	$(BIN)/segbench run configs/quick.yaml --no-report
+	$(BIN)/segbench run configs/deep_cpu.yaml --no-report
+	$(BIN)/python -m deep.upsampling_study
+	$(BIN)/segbench report
 
 # Heavier profile: native 360x480, bigger models. Its rows live apart from the quick ones.
 bench-full: install
 	$(BIN)/segbench data ensure camvid
 	$(BIN)/segbench run configs/full.yaml
+
+# Full-resolution FCN training: meant for a GPU (CUDA + mixed precision); resumes after a kill.
+bench-device: install
+	$(BIN)/segbench data ensure camvid
+	$(BIN)/segbench run configs/deep_full.yaml
 
 # Benchmarks of the harness itself (evaluator throughput, decoding time).
 bench-harness: install
