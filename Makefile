@@ -25,10 +25,12 @@ bench: install
 	$(BIN)/python -m deep.upsampling_study
 	$(BIN)/segbench report
 
-# Heavier profile: native 360x480, bigger models. Its rows live apart from the quick ones.
+# Heavier profile: native 360x480. Its rows live apart from the quick ones.
 bench-full: install
 	$(BIN)/segbench data ensure camvid
-	$(BIN)/segbench run configs/full.yaml
+	$(BIN)/segbench run configs/full.yaml --no-report
+	$(BIN)/segbench run configs/classical.yaml --no-report
+	$(BIN)/segbench report
 
 # Full-resolution FCN training: meant for a GPU (CUDA + mixed precision); resumes after a kill.
 bench-device: install

@@ -223,6 +223,15 @@ class DenseCRF(SegmentationMethod):
             self.best_score_,
         )  # fmt: skip
 
+    def fit_summary(self) -> dict:
+        """The CRF parameters chosen on val and the search behind them (stored in the row)."""
+        return {
+            "crf_params": self.best_params_,
+            "val_miou_without_crf": self.base_score_,
+            "val_miou_with_crf": self.best_score_,
+            "search": self.search_results_,
+        }
+
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         proba = self.estimator.predict_proba(image)
         return crf_refine(image, proba, **self.best_params_)

@@ -10,6 +10,9 @@ A method is a scikit-learn style estimator (parameters stored by ``__init__`` an
   image, each pixel summing to 1;
 * ``predict(image) -> ndarray uint8 (H, W)``: the most probable class.
 
+Optionally, ``fit_summary() -> dict`` returns small JSON-able facts learned in ``fit`` (the
+parameters chosen on val, the selected epoch); the runner stores them in the row.
+
 A *stage* (the dense CRF) refines another method: it takes the fitted method as its
 ``estimator`` parameter with ``prefit=True``, so its ``fit`` only learns (or tunes) the stage.
 

@@ -244,6 +244,8 @@ def _fit_and_score(
         method.fit(train, val_dataset=val)
         row["fit_s"] = time.perf_counter() - t0
         row["peak_mb_fit"] = peak_rss_mb()
+        if hasattr(method, "fit_summary"):
+            row["fit_summary"] = method.fit_summary()
         cm, times, bf = _predict_split(cfg, row_id, method, test, out_dir, run_dir)
     except SegbenchError:
         raise  # bad input: stop the run with its message; rows already written stay

@@ -205,6 +205,14 @@ class FCN(SegmentationMethod):
         self.network_.eval()
         return self
 
+    def fit_summary(self) -> dict:
+        """Selected epoch, training time and the validation curve (stored in the row)."""
+        return {
+            "best_epoch": self.best_epoch_,
+            "train_seconds": self.train_seconds_,
+            "history": self.history_,
+        }
+
     # -- inference --------------------------------------------------------------------------
     def predict_logits(self, image: np.ndarray) -> torch.Tensor:
         """Class scores (1, C, H, W) of an HxWx3 uint8 image, float32 on the CPU."""

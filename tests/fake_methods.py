@@ -69,6 +69,9 @@ class FakeStage(SegmentationMethod):
         self.tuned_on_ = None if val_dataset is None else val_dataset.split
         return self
 
+    def fit_summary(self):
+        return {"tuned_on": self.tuned_on_}
+
     def predict_proba(self, image):
         proba = self.estimator.predict_proba(image)[..., ::-1]
         return np.ascontiguousarray(proba)

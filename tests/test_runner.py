@@ -206,6 +206,8 @@ def test_crf_stage_row_shares_the_fit(dirs, monkeypatch):
     assert Oracle.fits == 1  # one fit serves both rows
     assert set(rows) == {"oracle", "oracle+crf"}
     assert rows["oracle+crf"]["crf_of"] == "oracle"
+    assert rows["oracle+crf"]["fit_summary"] == {"tuned_on": "val"}
+    assert "fit_summary" not in rows["oracle"]
     assert rows["oracle+crf"]["params"] == {"strength": 2.0}
     assert rows["oracle+crf"]["fit_s"] >= rows["oracle"]["fit_s"]
     assert rows["oracle+crf"]["miou"] != rows["oracle"]["miou"]
