@@ -1,17 +1,10 @@
 import numpy as np
 import pytest
+from helpers import evaluate
 
 from baselines.class_prior import ClassPrior
 from baselines.colour_forest import ColourForest
 from bench.datasets import Synthetic
-from bench.metrics import ConfusionMatrix
-
-
-def evaluate(method, ds):
-    cm = ConfusionMatrix(ds.n_classes, ds.ignore_index)
-    for i in range(len(ds)):
-        cm.update(method.predict(ds.image(i)), ds.native_label(i))
-    return cm.scores()
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,12 @@
 import numpy as np
 import pytest
 import torch
+from helpers import evaluate
 
 import baselines.sliding_window as sw
 from baselines.class_prior import ClassPrior
 from baselines.sliding_window import SlidingWindowCNN, fc_input_size, sample_positions
 from bench.datasets import Synthetic
-from bench.metrics import ConfusionMatrix
 
 # A tiny network and a short training: seconds on two CPU cores.
 TINY = dict(
@@ -19,13 +19,6 @@ TINY = dict(
     val_crops_per_class=40,
     batch_size=512,
 )
-
-
-def evaluate(method, ds):
-    cm = ConfusionMatrix(ds.n_classes, ds.ignore_index)
-    for i in range(len(ds)):
-        cm.update(method.predict(ds.image(i)), ds.native_label(i))
-    return cm.scores()
 
 
 @pytest.fixture(scope="module")

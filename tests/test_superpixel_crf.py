@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import evaluate
 
 from baselines.class_prior import ClassPrior
 from baselines.superpixel_crf import (
@@ -11,7 +12,6 @@ from baselines.superpixel_crf import (
     superpixels,
 )
 from bench.datasets import Synthetic
-from bench.metrics import ConfusionMatrix
 
 # Small settings per algorithm: about 60-150 superpixels on a 64x80 image.
 VARIANTS = {
@@ -19,13 +19,6 @@ VARIANTS = {
     "felzenszwalb": {"scale": 30.0, "min_size": 10},
     "quickshift": {"kernel_size": 2.0, "max_dist": 6.0},
 }
-
-
-def evaluate(method, ds):
-    cm = ConfusionMatrix(ds.n_classes, ds.ignore_index)
-    for i in range(len(ds)):
-        cm.update(method.predict(ds.image(i)), ds.native_label(i))
-    return cm.scores()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from helpers import evaluate
 
 from baselines.class_prior import ClassPrior
 from baselines.texton_forest import (
@@ -15,17 +16,9 @@ from baselines.texton_forest import (
     texton_of_node,
 )
 from bench.datasets import Synthetic
-from bench.metrics import ConfusionMatrix
 
 SMALL = dict(n_estimators=4, max_depth=10, pixels_per_image=300, n_jobs=1)
 STAGE2 = dict(SMALL, stage2=True, cell_size=2, stage2_estimators=4, stage2_pixels_per_image=300)
-
-
-def evaluate(method, ds):
-    cm = ConfusionMatrix(ds.n_classes, ds.ignore_index)
-    for i in range(len(ds)):
-        cm.update(method.predict(ds.image(i)), ds.native_label(i))
-    return cm.scores()
 
 
 @pytest.fixture(scope="module")
