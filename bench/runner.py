@@ -38,7 +38,7 @@ from bench.datasets.root import REPO_ROOT
 from bench.errors import SegbenchError
 from bench.methods import build_method
 from bench.metrics import ConfusionMatrix, boundary_f1
-from bench.system import environment, peak_rss_mb, reset_peak_rss
+from bench.system import current_rss_mb, environment, peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +239,9 @@ def _fit_and_score(
     row_id = row["method"]
     try:
         reset_peak_rss()
+        # The process's peak includes what earlier methods left allocated; the resident size
+        # at the start lets a reader take the method's own share (peak_mb - rss_start_mb).
+        row["rss_start_mb"] = current_rss_mb()
         log.info("%s: fitting on %d %s images", row_id, len(train), train.split)
         t0 = time.perf_counter()
         method.fit(train, val_dataset=val)

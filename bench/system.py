@@ -76,6 +76,17 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 where /proc is not available)."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process since the last :func:`reset_peak_rss`, in MiB.
 

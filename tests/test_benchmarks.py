@@ -3,7 +3,7 @@ import json
 import numpy as np
 
 from bench import benchmarks
-from bench.system import environment, peak_rss_mb, reset_peak_rss
+from bench.system import current_rss_mb, environment, peak_rss_mb, reset_peak_rss
 
 
 def test_benchmarks_write_json_and_markdown(tmp_path, camvid_root, monkeypatch):
@@ -34,6 +34,7 @@ def test_peak_memory_sees_a_big_allocation_and_resets():
     base = peak_rss_mb()
     block = np.ones(200 * 1024 * 1024 // 8)  # 200 MiB, touched
     assert peak_rss_mb() > base + 150
+    assert current_rss_mb() > base + 150
     del block
     reset_peak_rss()
     assert peak_rss_mb() < base + 150
