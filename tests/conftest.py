@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench.datasets.root import data_root
 
@@ -36,3 +37,12 @@ def camvid_copy(tmp_path: Path, camvid_root: Path) -> Path:
             shutil.copy(src / rel, dst / rel)
     (dst / "test.txt").write_text("\n".join(lines) + "\n")
     return tmp_path / "data"
+
+
+@pytest.fixture()
+def one_torch_thread():
+    """One torch thread: on a shared 2-core machine two threads oversubscribe and crawl."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

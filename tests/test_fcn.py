@@ -11,14 +11,7 @@ from bench.datasets import Synthetic
 from bench.metrics import ConfusionMatrix
 from deep.fcn import FCN, build_network
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(autouse=True)

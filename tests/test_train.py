@@ -20,14 +20,7 @@ from deep.train import (
     train,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():  # noqa: ANN201
-    """One torch thread: on a shared 2-core machine two threads oversubscribe and crawl."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_median_frequency_weights_ignore_void_and_absent_classes() -> None:
