@@ -207,6 +207,62 @@ def balanced_weights(
     return weights / weights.mean()
 
 
+def _box_means(integral: np.ndarray, r0, r1, c0, c1) -> np.ndarray:  # noqa: ANN001
+    """Mean over rows r0:r1, columns c0:c1 (clipped to the image) of an integral image."""
+    h, w = integral.shape[0] - 1, integral.shape[1] - 1
+    r0, r1 = np.clip(r0, 0, h), np.clip(r1, 0, h)
+    c0, c1 = np.clip(c0, 0, w), np.clip(c1, 0, w)
+    total = integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+    area = np.maximum((r1 - r0) * (c1 - c0), 1)[:, None]
+    return total / area
+
+
+def context_features(segments: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """What the class probabilities around each superpixel say (auto-context, Tu 2008).
+
+    For every superpixel: its own probabilities, the mean over its neighbours and over their
+    neighbours, the image's area-weighted mean (which scene this is), and the mean over the
+    pixels in four boxes beside its bounding box (above, below, left, right; three box-heights
+    or -widths long) and in its whole column above and below. A sign is what sits on top of a
+    pole; a pavement is what lies between road and building.
+
+    Parameters
+    ----------
+    segments : ndarray of int, shape (H, W)
+        Labels ``0..n-1``.
+    proba : ndarray of float, shape (n, C)
+        Class probabilities of each superpixel.
+
+    Returns
+    -------
+    features : ndarray of float32, shape (n, 10 * C)
+    """
+    h, w = segments.shape
+    n, c = proba.shape
+    proba = proba.astype(np.float64)
+    adj = adjacency(segments)
+    one_hop = adj @ proba
+    two_hop = adj @ one_hop
+    area = np.bincount(segments.ravel(), minlength=n).astype(np.float64)
+    scene = np.broadcast_to((area @ proba) / area.sum(), (n, c))
+    integral = np.zeros((h + 1, w + 1, c))
+    integral[1:, 1:] = proba[segments].cumsum(axis=0).cumsum(axis=1)
+    boxes = ndimage.find_objects(segments + 1)
+    r0, r1, c0, c1 = np.array(
+        [(b[0].start, b[0].stop, b[1].start, b[1].stop) for b in boxes], dtype=np.intp
+    ).T
+    bh, bw = r1 - r0, c1 - c0
+    beside = [
+        _box_means(integral, r0 - 3 * bh, r0, c0, c1),  # above
+        _box_means(integral, r1, r1 + 3 * bh, c0, c1),  # below
+        _box_means(integral, r0, r1, c0 - 3 * bw, c0),  # left
+        _box_means(integral, r0, r1, c1, c1 + 3 * bw),  # right
+        _box_means(integral, np.zeros_like(r0), r0, c0, c1),  # whole column above
+        _box_means(integral, r1, np.full_like(r1, h), c0, c1),  # whole column below
+    ]
+    return np.concatenate([proba, one_hop, two_hop, scene, *beside], axis=1).astype(np.float32)
+
+
 class SuperpixelClassifier(SegmentationMethod):
     """Classify superpixels from colour, texture, position, shape and neighbourhood.
 
@@ -244,6 +300,15 @@ class SuperpixelClassifier(SegmentationMethod):
         :func:`balanced_weights`): 0 = by area, 1 = every class weighs the same.
     min_labelled : float
         Training uses only superpixels whose labelled (non-void) share is at least this.
+    context_rounds : int
+        Rounds of auto-context (Tu 2008): each round is another classifier that sees the
+        superpixel's features plus :func:`context_features` of the previous round's
+        probabilities. 0 = the single classifier.
+    context_folds : int
+        A round trains on probabilities of the training images predicted by classifiers that
+        did not see them (this many folds of consecutive images, so a fold holds whole
+        stretches of a video): trained on its own in-sample probabilities it would learn to
+        trust them far more than they deserve on new images.
     n_jobs : int
         Threads of the forest (fit and predict).
     random_state : int
@@ -267,6 +332,8 @@ class SuperpixelClassifier(SegmentationMethod):
         max_samples: float | None = 0.3,
         class_balance: float = 1.0,
         min_labelled: float = 0.5,
+        context_rounds: int = 0,
+        context_folds: int = 5,
         n_jobs: int = -1,
         random_state: int = 0,
     ) -> None:
@@ -286,6 +353,8 @@ class SuperpixelClassifier(SegmentationMethod):
         self.max_samples = max_samples
         self.class_balance = class_balance
         self.min_labelled = min_labelled
+        self.context_rounds = context_rounds
+        self.context_folds = context_folds
         self.n_jobs = n_jobs
         self.random_state = random_state
 
@@ -301,13 +370,13 @@ class SuperpixelClassifier(SegmentationMethod):
                     "ratio": self.ratio, "rng": self.random_state}  # fmt: skip
         raise ValueError(f"unknown superpixel algorithm {self.algorithm!r}; choose {ALGORITHMS}")
 
-    def _classifier(self) -> RandomForestClassifier | ExtraTreesClassifier:
+    def _classifier(self, seed_offset: int = 0) -> RandomForestClassifier | ExtraTreesClassifier:
         common = {
             "n_estimators": self.n_estimators,
             "min_samples_leaf": self.min_samples_leaf,
             "max_features": "sqrt",
             "n_jobs": self.n_jobs,
-            "random_state": self.random_state,
+            "random_state": self.random_state + seed_offset,
         }
         if self.classifier == "forest":
             return RandomForestClassifier(max_samples=self.max_samples, **common)
@@ -322,39 +391,76 @@ class SuperpixelClassifier(SegmentationMethod):
         return superpixels(image, self.algorithm, self._superpixel_params())
 
     def fit(self, dataset, val_dataset=None) -> SuperpixelClassifier:  # noqa: ANN001
+        if self.context_rounds < 0 or (self.context_rounds and self.context_folds < 2):
+            raise ValueError("context_rounds must be >= 0 and context_folds >= 2")
         params = self._superpixel_params()
-        classifier = self._classifier()
         c, void = dataset.n_classes, dataset.ignore_index
-        features, targets, pixels = [], [], []
-        n_segments = 0
+        # Per image: all superpixels' features, segments, targets and which ones train.
+        images = []
         for image, label, _ in tqdm(dataset, desc="superpixel features", unit="img", leave=False):
             segments = superpixels(image, self.algorithm, params)
-            feats = superpixel_features(image, segments, self.context)
             majority, labelled = majority_labels(segments, label, c, void)
             area = np.bincount(segments.ravel())
-            keep = labelled >= self.min_labelled * area
-            features.append(feats[keep])
-            targets.append(majority[keep])
-            pixels.append(labelled[keep])
-            n_segments += len(area)
-        x, y, px = np.concatenate(features), np.concatenate(targets), np.concatenate(pixels)
-        weights = balanced_weights(y, px.astype(np.float64), c, self.class_balance)
+            images.append({
+                "segments": segments,
+                "features": superpixel_features(image, segments, self.context),
+                "target": majority,
+                "pixels": labelled,
+                "keep": labelled >= self.min_labelled * area,
+            })  # fmt: skip
+        self.n_classes_ = c
+        self.mean_segments_ = float(np.mean([len(im["target"]) for im in images]))
+        self.n_features_ = images[0]["features"].shape[1]
         log.info(
             "%s: %d images, %.0f superpixels/image, %d labelled, %d features; fitting %s",
-            self.algorithm, len(dataset), n_segments / max(len(dataset), 1), len(y),
-            x.shape[1], self.classifier,
+            self.algorithm, len(images), self.mean_segments_,
+            sum(int(im["keep"].sum()) for im in images), self.n_features_, self.classifier,
         )  # fmt: skip
-        self.classifier_ = classifier.fit(x, y, sample_weight=weights)
-        self.n_classes_ = c
-        self.n_features_ = x.shape[1]
-        self.mean_segments_ = n_segments / max(len(dataset), 1)
+        extra = [None] * len(images)
+        self.classifiers_ = []
+        for round_ in range(self.context_rounds + 1):
+            self.classifiers_.append(self._fit_round(images, extra, round_))
+            if round_ == self.context_rounds:
+                break
+            # Out-of-fold probabilities of the training images feed the next round.
+            folds = np.array_split(np.arange(len(images)), self.context_folds)
+            next_extra = list(extra)  # filled fold by fold; the folds' models read ``extra``
+            for k, fold in enumerate(tqdm(folds, desc=f"context round {round_ + 1} folds",
+                                          leave=False)):  # fmt: skip
+                held = set(fold.tolist())
+                rest = [i for i in range(len(images)) if i not in held]
+                model = self._fit_round([images[i] for i in rest], [extra[i] for i in rest],
+                                        round_, seed_offset=100 * (round_ + 1) + k)  # fmt: skip
+                for i in fold:
+                    proba = self._round_proba(model, images[i]["features"], extra[i])
+                    next_extra[i] = context_features(images[i]["segments"], proba)
+            extra = next_extra
+        self.classifier_ = self.classifiers_[-1]
         return self
+
+    def _fit_round(self, images: list[dict], extra: list, round_: int, seed_offset: int = 0):  # noqa: ANN202
+        """One classifier on the kept superpixels of ``images`` (+ context columns)."""
+        x = np.concatenate([
+            im["features"][im["keep"]] if ex is None
+            else np.concatenate([im["features"], ex], axis=1)[im["keep"]]
+            for im, ex in zip(images, extra, strict=True)
+        ])  # fmt: skip
+        y = np.concatenate([im["target"][im["keep"]] for im in images])
+        px = np.concatenate([im["pixels"][im["keep"]] for im in images]).astype(np.float64)
+        weights = balanced_weights(y, px, self.n_classes_, self.class_balance)
+        return self._classifier(seed_offset or round_).fit(x, y, sample_weight=weights)
+
+    def _round_proba(self, model, features: np.ndarray, extra: np.ndarray | None) -> np.ndarray:  # noqa: ANN001
+        x = features if extra is None else np.concatenate([features, extra], axis=1)
+        proba = full_proba(model.predict_proba(x), model.classes_, self.n_classes_)
+        # Guard float32 rounding so that each pixel sums to 1 exactly enough for the harness.
+        return proba / proba.sum(axis=1, keepdims=True)
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         segments = self.segment(image)
-        feats = superpixel_features(image, segments, self.context)
-        proba = self.classifier_.predict_proba(feats)
-        proba = full_proba(proba, self.classifier_.classes_, self.n_classes_)
-        # Guard float32 rounding so that each pixel sums to 1 exactly enough for the harness.
-        proba /= proba.sum(axis=1, keepdims=True)
+        features = superpixel_features(image, segments, self.context)
+        extra = None
+        for model in self.classifiers_:
+            proba = self._round_proba(model, features, extra)
+            extra = context_features(segments, proba)
         return proba[segments]

@@ -33,6 +33,7 @@ from bench.datasets import DATASETS, load_dataset
 from bench.datasets.io import read_label
 from bench.datasets.root import REPO_ROOT
 from bench.errors import SegbenchError
+from bench.metrics import paired_bootstrap_diff
 
 log = logging.getLogger(__name__)
 
@@ -269,62 +270,6 @@ def normalise_confusion(cm: np.ndarray) -> np.ndarray:
     cm = np.asarray(cm, dtype=np.float64)
     totals = cm.sum(axis=1, keepdims=True)
     return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
-
-
-def paired_bootstrap_diff(
-    per_image_a: np.ndarray,
-    per_image_b: np.ndarray,
-    n_boot: int = 1000,
-    level: float = 0.95,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``mIoU(a) - mIoU(b)`` on the same images.
-
-    Both methods are scored on the same resampled image sets, so the interval reflects the
-    difference itself rather than two separate uncertainties: it is narrower than what two
-    overlapping confidence intervals suggest when both methods find the same images hard.
-
-    Parameters
-    ----------
-    per_image_a, per_image_b : ndarray, shape (N, C, C)
-        Per-image confusion matrices of the two methods, images in the same order.
-    n_boot : int
-        Bootstrap resamples.
-    level : float
-        Coverage of the interval.
-    seed : int
-        Seed of the resampling.
-
-    Returns
-    -------
-    (low, high) : tuple of float
-        NaN, NaN when there is no image.
-    """
-    a = np.asarray(per_image_a, dtype=np.float64)
-    b = np.asarray(per_image_b, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 3:
-        raise ValueError(f"per-image matrices differ in shape: {a.shape} vs {b.shape}")
-    n = a.shape[0]
-    if n == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
-    diff = _resampled_miou(weights, a) - _resampled_miou(weights, b)
-    alpha = (1.0 - level) / 2.0
-    low, high = np.nanquantile(diff, [alpha, 1.0 - alpha])
-    return float(low), float(high)
-
-
-def _resampled_miou(weights: np.ndarray, per_image: np.ndarray) -> np.ndarray:
-    """mIoU of each resample (weights = how often each image is drawn), as in bench.metrics."""
-    n, c, _ = per_image.shape
-    cms = (weights @ per_image.reshape(n, c * c)).reshape(-1, c, c)
-    tp = np.diagonal(cms, axis1=1, axis2=2)
-    union = cms.sum(axis=2) + cms.sum(axis=1) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
-    with np.errstate(all="ignore"):
-        return np.nanmean(iou, axis=1)
 
 
 # -- groups ------------------------------------------------------------------------------------

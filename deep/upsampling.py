@@ -8,8 +8,9 @@ callable ``channels -> nn.Module``) as a constructor argument:
   the encoder's max-pooling indices of the matching level; only :class:`MaxUnpool` uses them.
 
 The fixed layers (:class:`Bilinear`, :class:`Nearest`, :class:`BedOfNails`, :class:`MaxUnpool`)
-have no parameters; the transposed convolutions and :class:`ResizeConv` are learnt and start
-from an interpolation, so that at initialisation every decoder upsamples sensibly.
+have no parameters; the transposed convolutions, :class:`ResizeConv` and the sparse layers
+followed by a convolution (:class:`BedOfNailsConv`, :class:`MaxUnpoolConv`) are learnt and start
+from an interpolation, so that at initialisation every learnt decoder upsamples sensibly.
 """
 
 from __future__ import annotations
@@ -190,12 +191,57 @@ class ResizeConv(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+class _SparseThenConv(nn.Module):
+    """A sparse x2 layer, then a learnable 3x3 convolution that fills the zeros (C -> C).
+
+    SegNet's decoders follow every max-unpooling with trainable convolutions for this reason:
+    alone, a sparse layer leaves 3 of 4 outputs at exactly zero after one step and 63 of 64
+    after FCN-8s's final three, and nothing learnable can fill them. The convolution starts as
+    :func:`bilinear_kernel` (3) on the channel diagonal, which spreads each kept value over
+    its whole 2x2 cell wherever in the cell it sits.
+    """
+
+    def __init__(self, sparse: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.sparse = sparse
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.bias.zero_()
+            kernel = bilinear_kernel(3)
+            for ch in range(channels):
+                self.conv.weight[ch, ch] = kernel
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv(self.sparse(x, indices))
+
+
+class BedOfNailsConv(_SparseThenConv):
+    """Bed of nails, then a learnable 3x3 convolution.
+
+    This *is* a 3x3 stride-2 transposed convolution (zero insertion, then a convolution with
+    the flipped kernel; ``tests/test_upsampling.py`` checks it), written the long way round.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(BedOfNails(channels), channels)
+
+
+class MaxUnpoolConv(_SparseThenConv):
+    """Max-unpooling with the encoder's indices, then a learnable 3x3 convolution (SegNet)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(MaxUnpool(channels), channels)
+
+
 #: Config name -> upsampling class.
 UPSAMPLING: dict[str, Callable[[int], nn.Module]] = {
     "bilinear": Bilinear,
     "nearest": Nearest,
     "bed_of_nails": BedOfNails,
     "max_unpool": MaxUnpool,
+    "bed_of_nails_conv": BedOfNailsConv,
+    "max_unpool_conv": MaxUnpoolConv,
     "transposed3": TransposedConv3,
     "transposed4": TransposedConv4,
     "transposed2": TransposedConv2,

@@ -36,6 +36,7 @@ from bench.config import load_config
 from bench.datasets import load_splits  # the runner's own split construction: hashes match
 from bench.datasets.base import evenly_spaced
 from bench.datasets.root import REPO_ROOT
+from bench.metrics import paired_bootstrap_diff
 from bench.system import cpu_model
 from deep.checkerboard import checkerboard_index, zoomed_score_figure
 from deep.fcn import FCN, build_network, torch_threads
@@ -105,6 +106,38 @@ def margin(scores: np.ndarray) -> np.ndarray:
     return top[-1] - top[-2]
 
 
+def skip_gaps(found: list[tuple[Path, dict]]) -> list[dict]:
+    """Test-mIoU gaps FCN-8s - FCN-16s - FCN-32s (bilinear) with paired 95 % bootstrap CIs.
+
+    Paired: both networks are scored on the same resampled test images (the per-image
+    confusion matrices the runner stores beside each row), so an interval that includes 0 says
+    the split cannot tell the two apart.
+    """
+    by_config: dict[tuple[str, str], dict[str, tuple[Path, dict]]] = {}
+    for row_dir, row in found:
+        if row["all_params"]["upsampling"] == "bilinear":
+            key = (row["profile"], row["config"])
+            by_config.setdefault(key, {})[row["all_params"]["arch"]] = (row_dir, row)
+    gaps = []
+    for (profile, config), archs in sorted(by_config.items()):
+        for a, b in (("fcn8s", "fcn16s"), ("fcn16s", "fcn32s"), ("fcn8s", "fcn32s")):
+            if a not in archs or b not in archs:
+                continue
+            (dir_a, row_a), (dir_b, row_b) = archs[a], archs[b]
+            with (
+                np.load(dir_a / f"{row_a['method']}.cm.npz") as fa,
+                np.load(dir_b / f"{row_b['method']}.cm.npz") as fb,
+            ):
+                low, high = paired_bootstrap_diff(
+                    fa["per_image"], fb["per_image"], seed=int(row_a.get("seed") or 0)
+                )
+            gaps.append({
+                "profile": profile, "config": config, "a": row_a["method"], "b": row_b["method"],
+                "gap": row_a["miou"] - row_b["miou"], "low": low, "high": high,
+            })  # fmt: skip
+    return gaps
+
+
 def study(n_images: int = 8, threads: int = 1, results_dir: Path = RESULTS) -> list[dict]:
     """Measure every fcn row (see the module docstring); returns the table's entries."""
     entries, figures = [], {}
@@ -161,7 +194,7 @@ def study(n_images: int = 8, threads: int = 1, results_dir: Path = RESULTS) -> l
     return entries
 
 
-def to_markdown(entries: list[dict], threads: int) -> str:
+def to_markdown(entries: list[dict], threads: int, gaps: list[dict] | None = None) -> str:
     """The study as a Markdown table."""
     lines = [
         "# Upsampling study",
@@ -183,6 +216,22 @@ def to_markdown(entries: list[dict], threads: int) -> str:
             f"| {e['cpu_ms_360x480']:.0f} | {e['gflops_360x480']:.2f} | {e['train_s']:.0f} "
             f"| {e['profile']} | {e['device']} |"
         )
+    if gaps:
+        lines += [
+            "",
+            "## Skip connections: paired test-mIoU gaps",
+            "",
+            "Bilinear decoders; 95 % paired bootstrap over test images (1000 resamples). An "
+            "interval containing 0 means the test split cannot order the two.",
+            "",
+            "| config | gap | points | 95 % CI |",
+            "|---|---|---:|---|",
+        ]
+        for g in gaps:
+            lines.append(
+                f"| {g['config']} | {g['a']} - {g['b']} | {100 * g['gap']:+.1f} "
+                f"| [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] |"
+            )
     lines += ["", "Command: `.venv/bin/python -m deep.upsampling_study`", ""]
     return "\n".join(lines)
 
@@ -194,13 +243,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     entries = study(args.images, args.threads)
+    gaps = skip_gaps(find_rows())
     if not entries:
         raise SystemExit("no fcn rows with checkpoints found: run configs/deep_cpu.yaml first")
     out = RESULTS / "benchmarks"
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"cpu": cpu_model(), "threads": args.threads, "entries": entries}
+    payload = {"cpu": cpu_model(), "threads": args.threads, "entries": entries, "skip_gaps": gaps}
     (out / "upsampling.json").write_text(json.dumps(payload, indent=1))
-    (out / "upsampling.md").write_text(to_markdown(entries, args.threads))
+    (out / "upsampling.md").write_text(to_markdown(entries, args.threads, gaps))
     log.info("wrote %s and .md (%d rows)", out / "upsampling.json", len(entries))
 
 

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -60,10 +63,16 @@ def test_evenly_spaced():
 
 def test_works_with_torch_dataloader(camvid_root):
     ds = CamVid("test", root=camvid_root, resolution=(36, 48), subset=4)
-    assert isinstance(ds, torch.utils.data.Dataset)
     images, labels, names = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert images.shape == (4, 36, 48, 3) and labels.shape == (4, 36, 48)
     assert list(names) == ds.names
+
+
+def test_loading_and_scoring_do_not_import_torch():
+    # The harness (datasets, metrics, report) must start without torch's import cost.
+    code = "import sys, bench.datasets, bench.metrics, bench.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_data_root_resolution(monkeypatch, tmp_path):

@@ -7,6 +7,7 @@ from bench.metrics import (
     bootstrap_miou_ci,
     confusion_matrix,
     format_scores,
+    paired_bootstrap_diff,
     scores,
 )
 
@@ -209,3 +210,19 @@ def test_boundary_f1_hand_cases():
     pred[:, 48:] = 1
     assert boundary_f1(pred, gt_void, 2, 255) == 1.0
     assert np.isnan(boundary_f1(gt, np.full_like(gt, 255), 2, 255))
+
+
+def test_paired_bootstrap_diff():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 20, size=(4, 4, 4))
+    good = noise + 200 * np.eye(4, dtype=np.int64)  # four images, mostly right
+    bad = noise + 10 * np.eye(4, dtype=np.int64)
+    assert paired_bootstrap_diff(good, good) == (0.0, 0.0)
+    low, high = paired_bootstrap_diff(good, bad, n_boot=200)
+    assert 0 < low <= high
+    # the shared resampling: the unpaired interval of each lies inside its own scores' range
+    lo_g, hi_g = bootstrap_miou_ci(good, n_boot=200)
+    lo_b, hi_b = bootstrap_miou_ci(bad, n_boot=200)
+    assert lo_b < hi_b < lo_g < hi_g
+    with pytest.raises(ValueError):
+        paired_bootstrap_diff(good, good[:2])

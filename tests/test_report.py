@@ -19,7 +19,6 @@ from bench.errors import SegbenchError
 from bench.metrics import scores
 from bench.report import (
     normalise_confusion,
-    paired_bootstrap_diff,
     pareto_front,
     write_report,
 )
@@ -328,12 +327,3 @@ def test_normalise_confusion_rows_sum_to_one():
     np.testing.assert_allclose(norm[0], [0.5, 0.5, 0.0])
     np.testing.assert_allclose(norm[2], [0.25, 0.0, 0.75])
     assert np.isfinite(norm).all()
-
-
-def test_paired_bootstrap_diff():
-    good, bad = per_image_cms(200, 0), per_image_cms(10, 0)
-    assert paired_bootstrap_diff(good, good) == (0.0, 0.0)
-    low, high = paired_bootstrap_diff(good, bad, n_boot=200)
-    assert 0 < low <= high
-    with pytest.raises(ValueError):
-        paired_bootstrap_diff(good, good[:2])

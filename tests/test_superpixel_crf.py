@@ -7,6 +7,7 @@ from baselines.superpixel_crf import (
     SuperpixelClassifier,
     adjacency,
     balanced_weights,
+    context_features,
     majority_labels,
     superpixel_features,
     superpixels,
@@ -99,3 +100,40 @@ def test_majority_labels_and_balanced_weights():
     assert w[:2].sum() == pytest.approx(w[2])  # each class the same total weight
     w0 = balanced_weights(targets, pixels, 2, power=0.0)
     np.testing.assert_allclose(w0, pixels / pixels.mean())  # by area
+
+
+def test_auto_context_round_learns_and_is_seeded(data):
+    train, test, prior = data
+    kw = dict(n_estimators=20, n_jobs=1, context_rounds=1, context_folds=3, **VARIANTS["slic"])
+    a = SuperpixelClassifier(**kw).fit(train)
+    assert len(a.classifiers_) == 2 and a.classifier_ is a.classifiers_[-1]
+    # the second round sees the first round's context: 10 blocks of C probabilities more
+    assert a.classifiers_[1].n_features_in_ == a.classifiers_[0].n_features_in_ + 10 * 4
+    s = evaluate(a, test)
+    assert s["miou"] > prior["miou"] + 0.2, s
+    b = SuperpixelClassifier(**kw).fit(train)
+    np.testing.assert_array_equal(a.predict_proba(test.image(0)), b.predict_proba(test.image(0)))
+    with pytest.raises(ValueError, match="context_folds"):
+        SuperpixelClassifier(context_rounds=1, context_folds=1).fit(train)
+
+
+def test_context_features_on_a_hand_made_image():
+    # three horizontal bands: 0 (top), 1 (middle), 2 (bottom), each 2 rows of a 6x4 image
+    seg = np.repeat(np.array([0, 1, 2]), 2)[:, None].repeat(4, axis=1)
+    proba = np.eye(3)  # each superpixel sure of its own class
+    f = context_features(seg, proba)
+    assert f.shape == (3, 30)
+    own, one_hop, two_hop, scene = f[:, :3], f[:, 3:6], f[:, 6:9], f[:, 9:12]
+    np.testing.assert_array_equal(own, proba)
+    np.testing.assert_allclose(one_hop[1], [0.5, 0, 0.5])  # the middle band's two neighbours
+    np.testing.assert_allclose(one_hop[0], [0, 1, 0])
+    np.testing.assert_allclose(two_hop[0], [0.5, 0, 0.5])
+    np.testing.assert_allclose(scene, np.full((3, 3), 1 / 3))
+    above, below, left, right, col_above, col_below = (
+        f[:, 12 + 3 * i : 15 + 3 * i] for i in range(6)
+    )
+    np.testing.assert_allclose(above[1], [1, 0, 0])  # above the middle band: the top band
+    np.testing.assert_allclose(below[1], [0, 0, 1])
+    np.testing.assert_allclose(col_below[0], [0, 0.5, 0.5])  # all below the top band
+    np.testing.assert_allclose(col_above[0], [0, 0, 0])  # nothing above: empty box, zeros
+    np.testing.assert_allclose(left[1], [0, 0, 0])  # bands span the width: nothing beside

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from deep.checkerboard import checkerboard_index, zoomed_score_figure
 from deep.upsampling import (
     UPSAMPLING,
+    BedOfNailsConv,
     MaxUnpool,
+    MaxUnpoolConv,
     TransposedConv2,
     TransposedConv3,
     TransposedConv4,
@@ -59,6 +61,30 @@ def test_max_unpool_returns_values_to_the_encoders_argmax() -> None:
     out = MaxUnpool(2)(torch.ones(1, 2, 2, 2), indices)
     assert out[0, 0, 1, 0] == 1 and out[0, 0, 2, 3] == 1
     assert out.sum() == 2 * 4  # one value per window and channel, zeros elsewhere
+
+
+def test_bed_of_nails_then_convolution_is_a_3x3_transposed_convolution() -> None:
+    torch.manual_seed(0)
+    layer = BedOfNailsConv(3)
+    with torch.no_grad():
+        layer.conv.weight.normal_()  # any kernel, not only the initial one
+    x = torch.randn(2, 3, 5, 4)
+    # conv_transpose2d's weight is (in, out, k, k) and is applied flipped.
+    weight = layer.conv.weight.flip(-1, -2).transpose(0, 1)
+    expected = F.conv_transpose2d(x, weight, layer.conv.bias, stride=2, padding=1, output_padding=1)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_sparse_layers_leave_zeros_and_their_conv_variants_fill_them() -> None:
+    features = torch.randn(1, 6, 8, 8)
+    _, indices = F.max_pool2d(features, 2, 2, return_indices=True)
+    scores = torch.rand(1, 4, 4, 4) + 1.0  # strictly positive: any zero output is a hole
+    for sparse, dense in ((UPSAMPLING["bed_of_nails"], BedOfNailsConv),
+                          (MaxUnpool, MaxUnpoolConv)):  # fmt: skip
+        holes = (sparse(4)(scores, indices) == 0).float().mean().item()
+        assert holes == pytest.approx(0.75)
+        # Away from the border every output of the initial densifying layer is positive.
+        assert (dense(4)(scores, indices)[..., 1:-1, 1:-1] > 0).all()
 
 
 def conv_matrix(weight: torch.Tensor, size: tuple[int, int], stride: int, padding: int):

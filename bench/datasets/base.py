@@ -6,17 +6,18 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
 from bench.errors import SegbenchError
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset:
     """A split of a semantic-segmentation dataset.
 
     Indexing gives ``(image, label, name)``: ``image`` uint8 HxWx3, ``label`` uint8 HxW whose
     values are class indices in ``0..n_classes-1`` or ``ignore_index``, and the image's name
-    (the file stem). It is a :class:`torch.utils.data.Dataset`, so a ``DataLoader`` can batch it.
+    (the file stem). It has ``__len__`` and ``__getitem__``, so a torch ``DataLoader`` can batch
+    it as a map-style dataset; it does not subclass torch's ``Dataset``, so that the harness
+    (loading, scoring, reports) starts without importing torch.
 
     ``resolution`` (``(H, W)`` or None for native) resizes image (bilinear, antialiased) and
     label (nearest) for the methods. Scoring always uses :meth:`native_label`, so numbers from a
