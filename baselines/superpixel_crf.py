@@ -16,6 +16,7 @@ from scipy import ndimage, sparse
 from skimage.color import rgb2lab
 from skimage.feature import local_binary_pattern
 from skimage.segmentation import felzenszwalb, quickshift, slic
+from sklearn.base import clone
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from tqdm import tqdm
 
@@ -268,8 +269,11 @@ class SuperpixelClassifier(SegmentationMethod):
 
     Parameters
     ----------
-    algorithm : {"slic", "felzenszwalb", "quickshift"}
-        The scikit-image superpixel algorithm.
+    algorithm : {"slic", "felzenszwalb", "quickshift"}, or several joined by "+"
+        The scikit-image superpixel algorithm. Several (e.g. ``"felzenszwalb+slic"``) train one
+        classifier per segmentation, each with its own algorithm's parameters below, and
+        average their pixel probabilities: multiple segmentations (Hoiem et al. 2005, Russell
+        et al. 2006), which err at different boundaries.
     n_segments, compactness : int, float
         SLIC: approximate number of superpixels and colour/space trade-off.
     scale, min_size : float, int
@@ -388,9 +392,23 @@ class SuperpixelClassifier(SegmentationMethod):
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Superpixels of ``image`` with this method's algorithm and parameters."""
+        if len(self._algorithms) > 1:
+            raise ValueError(f"{self.algorithm!r} is several segmentations; segment each member")
         return superpixels(image, self.algorithm, self._superpixel_params())
 
+    @property
+    def _algorithms(self) -> list[str]:
+        return self.algorithm.split("+")
+
     def fit(self, dataset, val_dataset=None) -> SuperpixelClassifier:  # noqa: ANN001
+        if len(self._algorithms) > 1:
+            self.members_ = [
+                clone(self).set_params(algorithm=a).fit(dataset, val_dataset)
+                for a in self._algorithms
+            ]
+            self.n_classes_ = self.members_[0].n_classes_
+            return self
+        self.members_ = []
         if self.context_rounds < 0 or (self.context_rounds and self.context_folds < 2):
             raise ValueError("context_rounds must be >= 0 and context_folds >= 2")
         params = self._superpixel_params()
@@ -457,6 +475,8 @@ class SuperpixelClassifier(SegmentationMethod):
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
+        if self.members_:
+            return np.mean([m.predict_proba(image) for m in self.members_], axis=0)
         segments = self.segment(image)
         features = superpixel_features(image, segments, self.context)
         extra = None

@@ -362,6 +362,47 @@ def _title(group: Group) -> str:
     return f"{group.dataset} {group.split} - {group.profile}/{group.config}"
 
 
+def spread_labels(points: np.ndarray, widths: np.ndarray, height: float) -> np.ndarray:
+    """Vertical shifts that keep point labels from overlapping (greedy, lowest point first).
+
+    Each label is a box of ``widths[i]`` x ``height`` starting at its point (same units as
+    ``points``, e.g. typographic points). A label that would overlap one already placed moves
+    to the nearest free slot above or below, in steps of ``height``. A dozen labels need
+    nothing cleverer, so this is written here rather than adding a dependency (such as
+    adjustText) for it.
+
+    Parameters
+    ----------
+    points : ndarray, shape (N, 2)
+    widths : ndarray, shape (N,)
+    height : float
+
+    Returns
+    -------
+    shifts : ndarray, shape (N,)
+        How far to move each label up (negative: down); 0 for labels that fit where they are.
+    """
+    points = np.asarray(points, dtype=float)
+    shifts = np.zeros(len(points))
+    placed: list[tuple[float, float, float]] = []  # (x, y, width) of placed labels
+
+    def free(x: float, y: float, width: float) -> bool:
+        return not any(
+            x < px + pw and px < x + width and abs(y - py) < height for px, py, pw in placed
+        )
+
+    for i in np.argsort(points[:, 1], kind="stable"):
+        x, y = points[i]
+        for step in range(len(points) + 1):  # 0, +h, -h, +2h, -2h, ...: one of them is free
+            candidates = [y + step * height, y - step * height] if step else [y]
+            top = next((c for c in candidates if free(x, c, widths[i])), None)
+            if top is not None:
+                break
+        placed.append((x, top, float(widths[i])))
+        shifts[i] = top - y
+    return shifts
+
+
 def plot_miou_vs_speed(group: Group, path: Path) -> Path | None:
     """mIoU (with its 95 % CI) against ms per image, log x, Pareto front marked."""
     ok = [r for r in group.ok if _float(r.get("predict_ms_median")) > 0]
@@ -397,12 +438,19 @@ def plot_miou_vs_speed(group: Group, path: Path) -> Path | None:
         markersize=11,
         label="Pareto front (nothing faster and better)",
     )
-    for x, y, row in zip(ms, miou, ok, strict=True):
-        ax.annotate(
-            str(row["method"]), (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8
-        )
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
+    # Label positions are fixed once the axes' limits are: move labels that would overlap.
+    fontsize = 8
+    names = [str(row["method"]) for row in ok]
+    points_pt = ax.transData.transform(np.column_stack([ms, miou])) * 72.0 / fig.dpi
+    widths_pt = np.array([0.6 * fontsize * len(n) for n in names])  # average glyph width
+    shifts = spread_labels(points_pt, widths_pt, height=1.2 * fontsize)
+    for x, y, name, shift in zip(ms, miou, names, shifts, strict=True):
+        ax.annotate(
+            name, (x, y), xytext=(6, 4 + shift), textcoords="offset points", fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if shift else None,
+        )  # fmt: skip
     ax.set_xlabel("ms per image (median, log scale)")
     ax.set_ylabel("mIoU %")
     ax.set_title(_title(group))

@@ -20,6 +20,7 @@ from bench.metrics import scores
 from bench.report import (
     normalise_confusion,
     pareto_front,
+    spread_labels,
     write_report,
 )
 
@@ -327,3 +328,13 @@ def test_normalise_confusion_rows_sum_to_one():
     np.testing.assert_allclose(norm[0], [0.5, 0.5, 0.0])
     np.testing.assert_allclose(norm[2], [0.25, 0.0, 0.75])
     assert np.isfinite(norm).all()
+
+
+def test_spread_labels_separates_close_labels_and_leaves_lone_ones():
+    points = np.array([[0.0, 0.0], [5.0, 2.0], [8.0, 1.0], [500.0, 1.0]])
+    widths = np.array([50.0, 50.0, 50.0, 50.0])
+    shifts = spread_labels(points, widths, height=10.0)
+    assert shifts[0] == 0 and shifts[3] == 0  # lowest label and the far-away one stay
+    tops = points[:3, 1] + shifts[:3]
+    gaps = np.abs(tops[:, None] - tops[None, :])[np.triu_indices(3, 1)]
+    assert (gaps >= 10.0 - 1e-9).all()  # the three clustered labels no longer overlap

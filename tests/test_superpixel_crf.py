@@ -137,3 +137,16 @@ def test_context_features_on_a_hand_made_image():
     np.testing.assert_allclose(col_below[0], [0, 0.5, 0.5])  # all below the top band
     np.testing.assert_allclose(col_above[0], [0, 0, 0])  # nothing above: empty box, zeros
     np.testing.assert_allclose(left[1], [0, 0, 0])  # bands span the width: nothing beside
+
+
+def test_several_segmentations_average_their_members(data):
+    train, test, prior = data
+    kw = dict(n_estimators=15, n_jobs=1, context=False, **VARIANTS["slic"], min_size=10, scale=30.0)
+    both = SuperpixelClassifier(algorithm="felzenszwalb+slic", **kw).fit(train)
+    assert [m.algorithm for m in both.members_] == ["felzenszwalb", "slic"]
+    image = test.image(0)
+    expected = np.mean([m.predict_proba(image) for m in both.members_], axis=0)
+    np.testing.assert_allclose(both.predict_proba(image), expected)
+    assert evaluate(both, test)["miou"] > prior["miou"] + 0.2
+    with pytest.raises(ValueError, match="several segmentations"):
+        both.segment(image)
