@@ -194,6 +194,41 @@ def study(n_images: int = 8, threads: int = 1, results_dir: Path = RESULTS) -> l
     return entries
 
 
+def noise_floor_lines(entries: list[dict]) -> list[str]:
+    """The gap between ``transposed3`` and ``bed_of_nails_conv`` rows of the same config.
+
+    The two layers compute the same function (zero insertion then a 3x3 convolution) and
+    start from the same weights, so whatever separates their test scores is training noise
+    (floating-point order in two different kernels, amplified by SGD): the smallest gap
+    between variants that a single run per variant can resolve.
+    """
+    by_config: dict[str, dict[str, dict]] = {}
+    for e in entries:
+        by_config.setdefault(e["config"], {})[e["upsampling"]] = e
+    lines = []
+    for config, ups in sorted(by_config.items()):
+        if "transposed3" in ups and "bed_of_nails_conv" in ups:
+            a, b = ups["transposed3"], ups["bed_of_nails_conv"]
+            lines.append(
+                f"| {config} | {a['method']} vs {b['method']} | "
+                f"{100 * abs(a['test_miou'] - b['test_miou']):.1f} |"
+            )
+    if not lines:
+        return []
+    return [
+        "",
+        "## Noise floor of one training run",
+        "",
+        "`transposed3` and `bed_of_nails_conv` are the same layer written two ways and the "
+        "networks start from identical weights (tested), so the gap between their test mIoU is "
+        "training noise alone: variants closer than this are not ordered by one run each.",
+        "",
+        "| config | pair | test mIoU gap (points) |",
+        "|---|---|---:|",
+        *lines,
+    ]
+
+
 def to_markdown(entries: list[dict], threads: int, gaps: list[dict] | None = None) -> str:
     """The study as a Markdown table."""
     lines = [
@@ -232,6 +267,7 @@ def to_markdown(entries: list[dict], threads: int, gaps: list[dict] | None = Non
                 f"| {g['config']} | {g['a']} - {g['b']} | {100 * g['gap']:+.1f} "
                 f"| [{100 * g['low']:+.1f}, {100 * g['high']:+.1f}] |"
             )
+    lines += noise_floor_lines(entries)
     lines += ["", "Command: `.venv/bin/python -m deep.upsampling_study`", ""]
     return "\n".join(lines)
 

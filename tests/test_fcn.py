@@ -38,6 +38,17 @@ def test_skips_start_at_zero_so_fcn8s_starts_as_fcn32s() -> None:
         torch.testing.assert_close(a(x), b(x))
 
 
+def test_bed_of_nails_conv_and_3x3_deconvolution_networks_start_identical() -> None:
+    # The upsampling study reads their test gap as training noise: it relies on this.
+    torch.manual_seed(0)
+    a = build_network("fcn8s", "transposed3", 5, width=4).eval()
+    torch.manual_seed(0)
+    b = build_network("fcn8s", "bed_of_nails_conv", 5, width=4).eval()
+    x = torch.rand(1, 3, 64, 96) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
+
+
 def test_fcn_learns_the_synthetic_dataset_well_above_chance() -> None:
     train = Synthetic("train", n_images=16, size=(48, 64))
     val = Synthetic("val", n_images=4, size=(48, 64))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from deep.upsampling_study import skip_gaps, to_markdown
+from deep.upsampling_study import noise_floor_lines, skip_gaps, to_markdown
 
 
 def fake_row(folder, arch: str, diagonal: int, upsampling: str = "bilinear"):  # noqa: ANN001, ANN201
@@ -38,3 +38,17 @@ def test_skip_gaps_pair_the_bilinear_architectures(tmp_path) -> None:  # noqa: A
     same = gaps[("fcn16s_bilinear", "fcn32s_bilinear")]
     assert same["gap"] == 0 and same["low"] == same["high"] == 0  # identical matrices
     assert "fcn8s_bilinear - fcn16s_bilinear" in to_markdown([], 1, list(gaps.values()))
+
+
+def test_noise_floor_is_the_gap_between_the_two_equal_layers() -> None:
+    entries = [
+        {"config": "deep_cpu", "upsampling": up, "method": name, "test_miou": miou}
+        for up, name, miou in (
+            ("transposed3", "t3", 0.25),
+            ("bed_of_nails_conv", "bn", 0.28),
+            ("bilinear", "bl", 0.3),
+        )
+    ]
+    lines = noise_floor_lines(entries)
+    assert lines[-1] == "| deep_cpu | t3 vs bn | 3.0 |"
+    assert noise_floor_lines(entries[2:]) == []
