@@ -439,7 +439,7 @@ def plot_miou_vs_speed(group: Group, path: Path) -> Path | None:
         label="Pareto front (nothing faster and better)",
     )
     ax.set_xscale("log")
-    ax.margins(x=0.12, y=0.08)  # room for the labels of the outermost points
+    ax.margins(x=0.12, y=0.14)  # room for the labels of the outermost points
     # Label positions are fixed once the axes' limits are: move labels that would overlap.
     fontsize = 8
     names = [str(row["method"]) for row in ok]
