@@ -437,7 +437,7 @@ class SuperpixelClassifier(SegmentationMethod):
         extra = [None] * len(images)
         self.classifiers_ = []
         for round_ in range(self.context_rounds + 1):
-            self.classifiers_.append(self._fit_round(images, extra, round_))
+            self.classifiers_.append(self._fit_round(images, extra, seed_offset=round_))
             if round_ == self.context_rounds:
                 break
             # Out-of-fold probabilities of the training images feed the next round.
@@ -448,7 +448,7 @@ class SuperpixelClassifier(SegmentationMethod):
                 held = set(fold.tolist())
                 rest = [i for i in range(len(images)) if i not in held]
                 model = self._fit_round([images[i] for i in rest], [extra[i] for i in rest],
-                                        round_, seed_offset=100 * (round_ + 1) + k)  # fmt: skip
+                                        seed_offset=100 * (round_ + 1) + k)  # fmt: skip
                 for i in fold:
                     proba = self._round_proba(model, images[i]["features"], extra[i])
                     next_extra[i] = context_features(images[i]["segments"], proba)
@@ -456,7 +456,7 @@ class SuperpixelClassifier(SegmentationMethod):
         self.classifier_ = self.classifiers_[-1]
         return self
 
-    def _fit_round(self, images: list[dict], extra: list, round_: int, seed_offset: int = 0):  # noqa: ANN202
+    def _fit_round(self, images: list[dict], extra: list, seed_offset: int):  # noqa: ANN202
         """One classifier on the kept superpixels of ``images`` (+ context columns)."""
         x = np.concatenate([
             im["features"][im["keep"]] if ex is None
@@ -466,7 +466,7 @@ class SuperpixelClassifier(SegmentationMethod):
         y = np.concatenate([im["target"][im["keep"]] for im in images])
         px = np.concatenate([im["pixels"][im["keep"]] for im in images]).astype(np.float64)
         weights = balanced_weights(y, px, self.n_classes_, self.class_balance)
-        return self._classifier(seed_offset or round_).fit(x, y, sample_weight=weights)
+        return self._classifier(seed_offset).fit(x, y, sample_weight=weights)
 
     def _round_proba(self, model, features: np.ndarray, extra: np.ndarray | None) -> np.ndarray:  # noqa: ANN001
         x = features if extra is None else np.concatenate([features, extra], axis=1)
@@ -479,8 +479,7 @@ class SuperpixelClassifier(SegmentationMethod):
             return np.mean([m.predict_proba(image) for m in self.members_], axis=0)
         segments = self.segment(image)
         features = superpixel_features(image, segments, self.context)
-        extra = None
-        for model in self.classifiers_:
-            proba = self._round_proba(model, features, extra)
-            extra = context_features(segments, proba)
+        proba = self._round_proba(self.classifiers_[0], features, None)
+        for model in self.classifiers_[1:]:  # auto-context rounds, if any
+            proba = self._round_proba(model, features, context_features(segments, proba))
         return proba[segments]

@@ -76,15 +76,21 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def current_rss_mb() -> float:
-    """Resident memory of this process now, in MiB (0 where /proc is not available)."""
+def _status_mb(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmRSS``, ``VmHWM``) in MiB; None without it."""
     try:
         for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024.0
     except OSError:
         pass
-    return 0.0
+    return None
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now, in MiB (0 where /proc is not available)."""
+    rss = _status_mb("VmRSS")
+    return 0.0 if rss is None else rss
 
 
 def peak_rss_mb() -> float:
@@ -92,10 +98,7 @@ def peak_rss_mb() -> float:
 
     Without the reset (not Linux), it is the peak since the process started, an upper bound.
     """
-    try:
-        for line in _STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    peak = _status_mb("VmHWM")
+    if peak is not None:
+        return peak
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -28,22 +28,21 @@ def test_architectures_keep_the_input_size_of_any_image(arch: str, upsampling: s
     assert out.shape == (2, 5, 45, 70)
 
 
-def test_skips_start_at_zero_so_fcn8s_starts_as_fcn32s() -> None:
+@pytest.mark.parametrize(
+    "first,second",
+    [
+        # the skips' score layers start at zero, so FCN-8s starts as FCN-32s
+        (("fcn32s", "bilinear"), ("fcn8s", "bilinear")),
+        # the same layer written two ways: the upsampling study reads their test gap as
+        # training noise, which relies on this
+        (("fcn8s", "transposed3"), ("fcn8s", "bed_of_nails_conv")),
+    ],
+)
+def test_networks_that_must_start_as_the_same_function(first, second) -> None:  # noqa: ANN001
     torch.manual_seed(0)
-    a = build_network("fcn32s", "bilinear", 3, width=4).eval()
+    a = build_network(*first, 5, width=4).eval()
     torch.manual_seed(0)
-    b = build_network("fcn8s", "bilinear", 3, width=4).eval()
-    x = torch.rand(1, 3, 64, 64) * 255
-    with torch.no_grad():
-        torch.testing.assert_close(a(x), b(x))
-
-
-def test_bed_of_nails_conv_and_3x3_deconvolution_networks_start_identical() -> None:
-    # The upsampling study reads their test gap as training noise: it relies on this.
-    torch.manual_seed(0)
-    a = build_network("fcn8s", "transposed3", 5, width=4).eval()
-    torch.manual_seed(0)
-    b = build_network("fcn8s", "bed_of_nails_conv", 5, width=4).eval()
+    b = build_network(*second, 5, width=4).eval()
     x = torch.rand(1, 3, 64, 96) * 255
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
