@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install bench bench-full bench-device bench-harness report test lint clean-runs
+.PHONY: install bench reference bench-full bench-device bench-harness report test lint clean-runs
 
 # Pinned versions (requirements.lock) so every number in results/ can be reproduced; torch is
 # the 2.13.0 CPU build (an unpinned torch would pull a multi-GB CUDA build).
@@ -16,14 +16,22 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# The default benchmark (quick CPU profile): fetches and verifies CamVid if it is not there,
-# runs every method at CPU size, the upsampling study, and regenerates results/.
+# The default benchmark (quick CPU profile), run on *your* machine: fetches and verifies CamVid
+# if it is not there, runs every method at CPU size (the FCNs with 3 seeds), the upsampling
+# study, and writes your rows and report to runs/results/ (git-ignored), beside the committed
+# reference in results/: score differences and time ratios. A rerun resumes: finished rows of
+# the same code, settings and data are kept.
 bench: install
 	$(BIN)/segbench data ensure camvid
 	$(BIN)/segbench run configs/quick.yaml --no-report
-	$(BIN)/segbench run configs/deep_cpu.yaml --no-report
-	$(BIN)/python -m deep.upsampling_study
+	$(BIN)/python -m deep.upsampling_study --config configs/deep_cpu.yaml
 	$(BIN)/segbench report
+	@echo "your report: runs/results/README.md (compared with the reference in results/)"
+
+# The explicit step that replaces the committed reference (results/) by your rows of
+# runs/results (whole config groups) and regenerates results/. Maintainers only, after `make bench`.
+reference: install
+	$(BIN)/segbench promote
 
 # Heavier profile: native 360x480. Its rows live apart from the quick ones.
 bench-full: install

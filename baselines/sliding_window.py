@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from bench.datasets.root import REPO_ROOT
 from bench.method import SegmentationMethod
+from bench.provenance import code_hash
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +273,11 @@ class SlidingWindowCNN(SegmentationMethod):
         self.n_classes_ = dataset.n_classes
         return self
 
+    def fit_summary(self) -> dict:
+        """Whether the weights were trained now or loaded, and what training them cost."""
+        return {"checkpoint": checkpoint_summary(self.history_, self.trained_),
+                "history": self.history_}  # fmt: skip
+
     # -- inference --------------------------------------------------------------------------
     def decision_function(self, image: np.ndarray) -> np.ndarray:
         """Class scores (logits) of every pixel, float32 (H, W, C).
@@ -362,10 +369,12 @@ def train_patch_net(
         val = CropSampler(val_dataset, params, device) if val_dataset is not None else None
         val_set = val.balanced_set(params["val_crops_per_class"]) if val is not None else None
         for epoch in range(state["epoch"], params["epochs"]):
+            t0 = time.perf_counter()
             loss = _train_epoch(net, opt, crops, params, epoch)
             score = _val_score(net, val_set, dataset.n_classes) if val_set else float("nan")
             log.info("epoch %d: loss %.4f, val class accuracy %.4f", epoch + 1, loss, score)
-            state["history"].append({"epoch": epoch + 1, "loss": loss, "val_mean_acc": score})
+            state["history"].append({"epoch": epoch + 1, "loss": loss, "val_mean_acc": score,
+                                     "seconds": time.perf_counter() - t0})  # fmt: skip
             if val_set is None or score > state["best_score"]:
                 state["best_score"] = score if val_set else -1.0
                 state["best_model"] = copy.deepcopy(net.state_dict())
@@ -373,6 +382,16 @@ def train_patch_net(
             _save(path, net, opt, state)
     net.load_state_dict(state["best_model"])
     return net.eval(), state["history"], trained
+
+
+def checkpoint_summary(history: list[dict], trained: bool) -> dict:
+    """``{"reused": bool, "train_seconds": float}``: a loaded checkpoint keeps its real cost.
+
+    ``train_seconds`` sums the epochs' times recorded in the checkpoint's history, so a row
+    whose fit only loaded finished weights still says what training them took.
+    """
+    seconds = sum(float(h.get("seconds", float("nan"))) for h in history)
+    return {"reused": not trained, "train_seconds": seconds}
 
 
 def checkpoint_path(
@@ -384,6 +403,8 @@ def checkpoint_path(
     """``<checkpoint_dir>/<hash of training parameters and data>/last.pt``."""
     key = {
         "version": _CHECKPOINT_VERSION,
+        # the training code itself: a checkpoint made by older code is never reused
+        "code": code_hash("baselines.sliding_window"),
         "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
         "train": _data_key(dataset),
         "val": _data_key(val_dataset) if val_dataset is not None else None,

@@ -13,6 +13,15 @@ from bench.errors import SegbenchError
 log = logging.getLogger("segbench")
 
 
+def _store(args: argparse.Namespace) -> Path:
+    """The store a command works on: ``--store``, else the reference or the user's own."""
+    from bench.runner import LOCAL_DIR, REFERENCE_DIR
+
+    if getattr(args, "store", None):
+        return Path(args.store)
+    return REFERENCE_DIR if getattr(args, "reference", False) else LOCAL_DIR
+
+
 def _cmd_run(args: argparse.Namespace) -> None:
     from bench.config import load_config
     from bench.runner import run_config
@@ -20,17 +29,33 @@ def _cmd_run(args: argparse.Namespace) -> None:
     cfg = load_config(args.config)
     if args.data_root:
         cfg.data_root = args.data_root
-    rows = run_config(cfg, force=args.force, only=args.only)
+    rows = run_config(cfg, force=args.force, only=args.only, results_dir=_store(args))
     failed = [r["method"] for r in rows if r["status"] != "ok"]
-    log.info("%d methods done, %d failed %s", len(rows), len(failed), failed or "")
+    log.info("%d rows done, %d failed %s", len(rows), len(failed), failed or "")
     if not args.no_report:
         _cmd_report(args)
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
     from bench.report import write_report
+    from bench.runner import REFERENCE_DIR
 
-    write_report()
+    store = _store(args)
+    # A user's store is reported beside the reference: score differences and time ratios.
+    reference = None if store.resolve() == REFERENCE_DIR.resolve() else REFERENCE_DIR
+    write_report(store, reference_dir=reference)
+    log.info("report: %s", store / "README.md")
+
+
+def _cmd_promote(args: argparse.Namespace) -> None:
+    from bench.report import write_report
+    from bench.runner import LOCAL_DIR, REFERENCE_DIR
+    from bench.store import promote
+
+    source = Path(args.store) if args.store else LOCAL_DIR
+    written = promote(source, REFERENCE_DIR, args.configs or None)
+    print(f"{len(written)} row group(s) copied into {REFERENCE_DIR}/rows")
+    write_report(REFERENCE_DIR)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -95,6 +120,16 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     benchmarks.run(args.what, data_root=args.data_root)
 
 
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--reference",
+        action="store_true",
+        help="use the committed reference store results/ (default: your own, runs/results)",
+    )
+    where.add_argument("--store", help="use this store folder instead")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segbench", description="Semantic segmentation benchmark: classical vs deep."
@@ -107,11 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="redo methods already done")
     run.add_argument("--only", nargs="+", metavar="ID", help="run only these method ids")
     run.add_argument("--data-root", help="folder holding one folder per dataset")
-    run.add_argument("--no-report", action="store_true", help="do not regenerate results/")
+    run.add_argument("--no-report", action="store_true", help="do not regenerate the report")
+    _store_options(run)
     run.set_defaults(func=_cmd_run)
 
-    report = sub.add_parser("report", help="regenerate results/ tables and figures from rows")
+    report = sub.add_parser("report", help="regenerate a store's tables and figures from rows")
+    _store_options(report)
     report.set_defaults(func=_cmd_report)
+
+    promote = sub.add_parser(
+        "promote", help="copy your rows (runs/results) over the committed reference (results/)"
+    )
+    promote.add_argument("configs", nargs="*", help="config names (default: all)")
+    promote.add_argument("--store", help="the store to copy from (default: runs/results)")
+    promote.set_defaults(func=_cmd_promote)
 
     ev = sub.add_parser("evaluate", help="score a folder of label PNGs with the evaluator")
     ev.add_argument("--pred-dir", required=True, help="one NAME.png label map per image")

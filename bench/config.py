@@ -3,7 +3,8 @@
 A configuration (see ``configs/``) says what runs::
 
     profile: quick            # quick | full | device: which kind of run made the rows
-    seed: 0
+    seed: 0                   # the seed of every random draw of every method (random_state)
+    seeds: [0, 1, 2]          # or several: one row per method and seed (overrides ``seed``)
     dataset: camvid           # a name from bench.datasets.DATASETS
     data_root: null           # default: $SEGBENCH_DATA, else ../shared/datasets, else ./data
     split: test               # the split that is scored
@@ -23,8 +24,7 @@ A configuration (see ``configs/``) says what runs::
 
 from __future__ import annotations
 
-import hashlib
-import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,7 @@ PROFILES = ("quick", "full", "device")
 _TOP_KEYS = {
     "name", "description", "profile", "seed", "dataset", "data_root", "split", "train_split",
     "val_split", "resolution", "train_subset", "eval_subset", "dataset_options", "methods",
-    "bootstrap", "sample_images",
+    "bootstrap", "sample_images", "seeds",
 }  # fmt: skip
 _METHOD_KEYS = {"name", "id", "params", "crf"}
 
@@ -65,6 +65,8 @@ class Config:
     methods: list[MethodSpec]
     dataset: str = "camvid"
     seed: int = 0
+    #: One row per method and seed; ``[seed]`` unless the config lists ``seeds``.
+    seeds: list[int] = field(default_factory=lambda: [0])
     description: str = ""
     data_root: str | None = None
     split: str = "test"
@@ -78,27 +80,19 @@ class Config:
     sample_images: int = 4
     source: str = ""
 
-    def fingerprint(self, method: MethodSpec) -> str:
-        """Hash of everything that decides a method's rows (not the data root or profile).
-
-        A rerun skips a method whose stored rows have the same fingerprint.
-        """
-        key = {
-            "method": method.name,
-            "params": method.params,
-            "crf": method.crf,
+    def identity(self) -> dict[str, Any]:
+        """The config keys that decide every row (not its name, description or data root)."""
+        return {
             "dataset": self.dataset,
             "dataset_options": self.dataset_options,
-            "seed": self.seed,
             "split": self.split,
             "train_split": self.train_split,
             "val_split": self.val_split,
             "resolution": self.resolution,
             "train_subset": self.train_subset,
             "eval_subset": self.eval_subset,
+            "bootstrap": self.bootstrap,
         }
-        blob = json.dumps(key, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
 
     def to_yaml(self) -> str:
         data = asdict(self)
@@ -179,8 +173,26 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
     ):
         raise SegbenchError(f"{source}: 'resolution' must be [height, width] or null")
     for key in ("seed", "bootstrap", "sample_images"):
-        if key in data and not isinstance(data[key], int):
+        # bool is an int in Python: `seed: true` is a typo, not seed 1
+        if key in data and (not isinstance(data[key], int) or isinstance(data[key], bool)):
             raise SegbenchError(f"{source}: {key!r} must be an integer")
+    seeds = data.get("seeds", [data.get("seed", 0)])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    ):
+        raise SegbenchError(
+            f"{source}: 'seeds' must be a non-empty list of non-negative integers, got {seeds!r}"
+        )
+    if len(set(seeds)) != len(seeds):
+        raise SegbenchError(f"{source}: 'seeds' repeats a seed: {seeds!r}")
+    for i, spec in enumerate(methods):
+        if "random_state" in spec.params or (spec.crf and "random_state" in spec.crf):
+            raise SegbenchError(
+                f"{source}: methods[{i}] ({spec.id}) sets random_state; the config's "
+                "'seed'/'seeds' reach every method's random_state, set them instead"
+            )
     for key in ("train_subset", "eval_subset"):
         value = data.get(key)
         if value is not None and (not isinstance(value, int) or value <= 0):
@@ -189,12 +201,20 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
     if not isinstance(options, dict):
         raise SegbenchError(f"{source}: 'dataset_options' must be a mapping")
 
-    skip = {"methods", "name", "dataset_options", "profile"}
+    name = data.get("name", default_name)
+    # A name becomes a folder of the results store: a plain name, never a path.
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise SegbenchError(
+            f"{source}: 'name' must be a plain name (letters, digits, '_', '-', '.'), not {name!r}"
+        )
+    skip = {"methods", "name", "dataset_options", "profile", "seeds", "seed"}
     kwargs = {k: data[k] for k in _TOP_KEYS - skip if k in data}
     return Config(
-        name=str(data.get("name", default_name)),
+        name=name,
         profile=profile,
         methods=methods,
+        seeds=list(seeds),
+        seed=seeds[0],
         dataset_options=options,
         source=source,
         **kwargs,

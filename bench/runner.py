@@ -1,53 +1,72 @@
-"""Run a configuration: fit each method, predict the split, score it, write one row per method.
+"""Run a configuration: fit each method for each seed, predict the split, score it, one row each.
 
-Each method's row is written the moment that method finishes, so a crash or a kill in method k
-loses nothing of methods 1..k-1, and a rerun skips every method whose stored row has the same
-fingerprint (``force=True`` redoes them). A method that raises is stored as a failed row with
-its error, and the run goes on; bad input (a :class:`~bench.errors.SegbenchError`) stops it.
+Each row is written the moment its method finishes, so a crash or a kill in method k loses
+nothing of methods 1..k-1, and a rerun skips every (method, seed) whose stored row has the same
+fingerprint (``force=True`` redoes them). The fingerprint covers the config's settings, the
+method's full ``get_params()`` (defaults included), the seed, a hash of the project code the
+method and the scoring run (:mod:`bench.provenance`), the lock file and the data's identity, so
+changed code, defaults or data never reuse an old row. A method that raises is stored as a
+failed row with its error, and the run goes on; bad input (a :class:`~bench.errors.
+SegbenchError`) stops it with one message.
 
-Layout (``<cfg>`` = ``<profile>/<config name>``)::
-
-    results/rows/<cfg>/config.yaml          the configuration, as run
-    results/rows/<cfg>/<id>.json            the row: scores, CI, timings, memory, environment
-    results/rows/<cfg>/<id>.cm.npz          per-image confusion matrices (bootstrap, paired tests)
-    results/rows/<cfg>/samples/<id>/*.png   predictions on a few fixed images (report figure)
-    runs/<cfg>/<id>/pred/*.png              every prediction as a label PNG (git-ignored)
+Rows go to a *store* (see :mod:`bench.rows` for the layout): by default the user's own,
+``runs/results/``; the committed reference ``results/`` only when asked (``--reference``).
+Predictions go to ``runs/pred/<profile>/<config>/<id>.seed<k>/`` (git-ignored).
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
-import os
 import random
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from bench.config import Config, MethodSpec
 from bench.datasets import SegmentationDataset, load_splits
-from bench.datasets.base import evenly_spaced
+from bench.datasets.base import evenly_spaced, resize_image
 from bench.datasets.io import write_label
 from bench.datasets.root import REPO_ROOT
 from bench.errors import SegbenchError
-from bench.methods import build_method
-from bench.metrics import ConfusionMatrix, boundary_f1
+from bench.methods import METHODS, build_method, method_class
+from bench.metrics import (
+    ConfusionMatrix,
+    boundary_f1,
+    mean_image_miou,
+    scores_by_group,
+)
+from bench.provenance import lock_hash, method_code_hash, provenance
+from bench.rows import SCHEMA_VERSION, row_stem, write_confusions, write_row, write_text
 from bench.system import current_rss_mb, environment, peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
 
-RESULTS_DIR = REPO_ROOT / "results"
+#: The committed reference store (what the README cites).
+REFERENCE_DIR = REPO_ROOT / "results"
+#: The user's own store: what `make bench` writes on their machine (git-ignored).
+LOCAL_DIR = REPO_ROOT / "runs" / "results"
 RUNS_DIR = REPO_ROOT / "runs"
+#: Kept for callers of the first version: the default store.
+RESULTS_DIR = LOCAL_DIR
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and (if loaded) torch, so that a rerun gives the same row."""
+    """Seed Python, NumPy and (if loaded) torch, so that a rerun gives the same row.
+
+    Methods get the seed as their ``random_state`` too; this covers libraries that draw from
+    the global generators.
+    """
     random.seed(seed)
     # Legacy global state on purpose: libraries a method uses may draw from it.
     np.random.seed(seed)  # noqa: NPY002
@@ -71,49 +90,129 @@ def upsample_proba(proba: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out[0].permute(1, 2, 0).numpy()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    """Write atomically: a kill mid-write leaves the old file or none, never half a row."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True))
-    os.replace(tmp, path)
+def rows_dir(cfg: Config, results_dir: Path = LOCAL_DIR) -> Path:
+    """The folder of a config's rows in a store: ``<store>/rows/<profile>/<name>``."""
+    return Path(results_dir) / "rows" / cfg.profile / cfg.name
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return str(obj)
+def seeded_params(name: str, params: dict, seed: int) -> dict:
+    """``params`` with the seed as ``random_state`` when the method takes one."""
+    if "random_state" in method_class(name)._get_param_names():
+        return {**params, "random_state": seed}
+    return dict(params)
 
 
-def rows_dir(cfg: Config, results_dir: Path = RESULTS_DIR) -> Path:
-    return results_dir / "rows" / cfg.profile / cfg.name
+def _plain_params(method: Any) -> dict:
+    """``get_params(deep=False)`` without nested estimators (a stage's ``estimator``)."""
+    return {
+        k: v
+        for k, v in method.get_params(deep=False).items()
+        if not hasattr(v, "get_params") and k != "estimator"
+    }
+
+
+def data_identity(*datasets: SegmentationDataset | None) -> str:
+    """Hash of what the splits are: names, classes, resolution and the dataset's manifest.
+
+    A row computed on other images (a changed split list, a re-converted dataset whose
+    ``SHA256SUMS`` differ) is then recomputed rather than reused.
+    """
+    digest = hashlib.sha256()
+    for ds in datasets:
+        if ds is None:
+            digest.update(b"none\0")
+            continue
+        digest.update(f"{type(ds).__name__}:{ds.split}:{ds.resolution}:".encode())
+        digest.update(("\n".join(ds.names) + "\0" + ",".join(ds.class_names)).encode())
+        root = getattr(ds, "root", None)
+        manifest = Path(root) / "SHA256SUMS" if root is not None else None
+        if manifest is not None and manifest.is_file():
+            digest.update(manifest.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint(
+    cfg: Config, spec: MethodSpec, seed: int, data_id: str, method: Any, stage: Any | None
+) -> str:
+    """Hash of everything that decides the rows of ``spec`` with ``seed`` (see module doc)."""
+    key = {
+        "config": cfg.identity(),
+        "method": spec.name,
+        "params": _plain_params(method),
+        "crf": None if stage is None else _plain_params(stage),
+        "seed": seed,
+        "code": method_code_hash(METHODS[spec.name].split(":")[0]),
+        "crf_code": None if stage is None else method_code_hash(METHODS["dense_crf"].split(":")[0]),
+        "lock": lock_hash(),
+        "data": data_id,
+        "schema": SCHEMA_VERSION,
+    }
+    blob = json.dumps(key, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@contextmanager
+def group_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a group of rows; a second run of it is refused, not raced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            raise SegbenchError(
+                f"{folder}: another segbench run is writing these rows; wait for it to end"
+            ) from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_group(out_dir: Path, cfg: Config) -> None:
+    """Refuse to mix rows of two different configs that share a name in one store."""
+    stored = out_dir / "config.yaml"
+    if not stored.is_file():
+        return
+    try:
+        from bench.config import parse_config
+
+        old = parse_config(yaml.safe_load(stored.read_text()), source=str(stored))
+    except (SegbenchError, yaml.YAMLError, AttributeError, TypeError):
+        raise SegbenchError(
+            f"{stored}: not a readable config; move the folder {out_dir} away to rerun"
+        ) from None
+    if old.identity() != cfg.identity():
+        diff = sorted(k for k, v in cfg.identity().items() if old.identity()[k] != v)
+        raise SegbenchError(
+            f"{cfg.source}: its rows would go to {out_dir}, whose rows were made by a config "
+            f"with other settings ({', '.join(diff)}); give this config its own 'name:' "
+            "or move that folder away"
+        )
 
 
 def run_config(
     cfg: Config,
     force: bool = False,
     only: list[str] | None = None,
-    results_dir: Path = RESULTS_DIR,
+    results_dir: Path = LOCAL_DIR,
     runs_dir: Path = RUNS_DIR,
 ) -> list[dict]:
-    """Run every method of ``cfg`` (or those in ``only``) and return their rows.
+    """Run every method of ``cfg`` (or those in ``only``) for every seed; return their rows.
 
     Parameters
     ----------
     cfg : Config
     force : bool
-        Redo methods whose row already exists with the same fingerprint.
+        Redo (method, seed) pairs whose row already exists with the same fingerprint.
     only : list of str, optional
         Method ids to run; the others are left as they are.
-    results_dir, runs_dir : Path
-        Where rows and predictions go (tests point them at a temporary folder).
+    results_dir : Path
+        The store the rows go to (default: the user's ``runs/results``).
+    runs_dir : Path
+        Where predictions go (tests point both at a temporary folder).
     """
+    results_dir, runs_dir = Path(results_dir), Path(runs_dir)
     out_dir = rows_dir(cfg, results_dir)
-    run_dir = runs_dir / cfg.profile / cfg.name
     specs = cfg.methods
     if only:
         missing = sorted(set(only) - {m.id for m in specs})
@@ -126,33 +225,81 @@ def run_config(
         build_method(spec.name, spec.params)
         if spec.crf is not None:
             build_method("dense_crf", spec.crf)
+    _check_writable(out_dir)
+    _check_group(out_dir, cfg)
 
     train, val, test = load_splits(cfg)
-    log.info("config %s (profile %s): train %s, eval %s", cfg.name, cfg.profile, train, test)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(cfg.to_yaml())
-
+    data_id = data_identity(train, val, test)
+    log.info(
+        "config %s (profile %s, seeds %s): train %s, eval %s -> %s",
+        cfg.name, cfg.profile, cfg.seeds, train, test, out_dir,
+    )  # fmt: skip
     rows = []
-    for spec in specs:
-        fingerprint = cfg.fingerprint(spec)
-        ids = [spec.id] + ([spec.crf_id] if spec.crf is not None else [])
-        if not force and all(_done(out_dir / f"{i}.json", fingerprint) for i in ids):
-            log.info("%s: done before (same fingerprint), skipped; --force redoes it", spec.id)
-            rows += [json.loads((out_dir / f"{i}.json").read_text()) for i in ids]
-            continue
-        for row in run_method(cfg, spec, train, val, test, out_dir, run_dir):
-            row["fingerprint"] = fingerprint
-            _write_json(out_dir / f"{row['method']}.json", row)
-            log.info("%s: %s", row["method"], _summary(row))
-            rows.append(row)
+    with group_lock(out_dir):
+        write_text(out_dir / "config.yaml", cfg.to_yaml())
+        for spec in specs:
+            for seed in cfg.seeds:
+                rows += _run_or_reuse(
+                    cfg, spec, seed, data_id, (train, val, test), out_dir, runs_dir, force
+                )
     return rows
 
 
-def _done(row_path: Path, fingerprint: str) -> bool:
+def _check_writable(out_dir: Path) -> None:
+    """Fail before any work when the store cannot be written."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{id(out_dir)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise SegbenchError(f"{out_dir}: cannot write result rows there ({exc})") from exc
+
+
+def _run_or_reuse(
+    cfg: Config,
+    spec: MethodSpec,
+    seed: int,
+    data_id: str,
+    splits: tuple,
+    out_dir: Path,
+    runs_dir: Path,
+    force: bool,
+) -> list[dict]:
+    method = build_method(spec.name, seeded_params(spec.name, spec.params, seed))
+    stage = None
+    if spec.crf is not None:
+        stage = build_method("dense_crf", seeded_params("dense_crf", spec.crf, seed))
+    fp = fingerprint(cfg, spec, seed, data_id, method, stage)
+    ids = [spec.id] + ([spec.crf_id] if spec.crf is not None else [])
+    paths = [out_dir / f"{row_stem(i, seed)}.json" for i in ids]
+    if not force and all(_done(p, fp) for p in paths):
+        log.info("%s seed %d: done before (same fingerprint), skipped; --force redoes it",
+                 spec.id, seed)  # fmt: skip
+        return [json.loads(p.read_text()) for p in paths]
+    rows = []
+    train, val, test = splits
+    for row in run_method(cfg, spec, seed, train, val, test, out_dir, runs_dir, method):
+        row["fingerprint"] = fp
+        write_row(out_dir / f"{row_stem(row['method'], seed)}.json", row)
+        log.info("%s seed %d: %s", row["method"], seed, _summary(row))
+        rows.append(row)
+    return rows
+
+
+def _done(row_path: Path, fp: str) -> bool:
     if not row_path.is_file():
         return False
-    old = json.loads(row_path.read_text())
-    return old.get("fingerprint") == fingerprint and old.get("status") == "ok"
+    try:
+        old = json.loads(row_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # unreadable: recompute it (the new row replaces it atomically)
+    return (
+        isinstance(old, dict)
+        and old.get("fingerprint") == fp
+        and old.get("status") == "ok"
+        and old.get("schema_version") == SCHEMA_VERSION
+    )
 
 
 def _summary(row: dict) -> str:
@@ -168,30 +315,39 @@ def _summary(row: dict) -> str:
 def run_method(
     cfg: Config,
     spec: MethodSpec,
+    seed: int,
     train: SegmentationDataset,
     val: SegmentationDataset | None,
     test: SegmentationDataset,
     out_dir: Path,
-    run_dir: Path,
+    runs_dir: Path,
+    method: Any | None = None,
 ) -> list[dict]:
-    """Fit, predict, score and time one method; returns its row, and its CRF row if asked.
+    """Fit, predict, score and time one method with one seed; its row, and its CRF row if asked.
 
     With ``spec.crf``, the fitted method is handed to the ``dense_crf`` stage (as its
     ``estimator``, ``prefit=True``), whose own fit may tune the CRF on the validation split;
     that row's ``fit_s`` is the method's fit plus the stage's.
     """
-    seed_everything(cfg.seed)
-    method = build_method(spec.name, spec.params)
-    row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test)
-    if not _fit_and_score(row, method, cfg, train, val, test, out_dir, run_dir / spec.id):
+    seed_everything(seed)
+    if method is None:
+        method = build_method(spec.name, seeded_params(spec.name, spec.params, seed))
+    pred_root = runs_dir / "pred" / cfg.profile / cfg.name
+    row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test, seed)
+    if not _fit_and_score(row, method, cfg, seed, train, val, test, out_dir, pred_root):
         return [row]
     rows = [row]
     if spec.crf is not None:
-        seed_everything(cfg.seed)
-        stage = build_method("dense_crf", {**spec.crf, "estimator": method, "prefit": True})
-        crf_row = _new_row(cfg, spec.crf_id, "dense_crf", spec.crf, stage, train, test)
+        seed_everything(seed)
+        params = {**seeded_params("dense_crf", spec.crf, seed), "estimator": method,
+                  "prefit": True}  # fmt: skip
+        stage = build_method("dense_crf", params)
+        crf_row = _new_row(cfg, spec.crf_id, "dense_crf", spec.crf, stage, train, test, seed)
         crf_row["crf_of"] = spec.id
-        ok = _fit_and_score(crf_row, stage, cfg, train, val, test, out_dir, run_dir / spec.crf_id)
+        for key in ("precision", "pretrained", "checkpoint"):
+            if key in row:
+                crf_row[key] = row[key]
+        ok = _fit_and_score(crf_row, stage, cfg, seed, train, val, test, out_dir, pred_root)
         if ok:
             crf_row["fit_s"] += row["fit_s"]
         rows.append(crf_row)
@@ -206,12 +362,15 @@ def _new_row(
     method: Any,
     train: SegmentationDataset,
     test: SegmentationDataset,
+    seed: int,
 ) -> dict[str, Any]:
+    module = METHODS[name].split(":")[0]
     return {
+        "schema_version": SCHEMA_VERSION,
         "method": row_id,
         "method_name": name,
         "params": params,
-        "all_params": method.get_params(deep=False),
+        "all_params": _plain_params(method),
         "config": cfg.name,
         "profile": cfg.profile,
         "dataset": cfg.dataset,
@@ -219,37 +378,49 @@ def _new_row(
         "resolution": "native" if cfg.resolution is None else "x".join(map(str, cfg.resolution)),
         "n_train": len(train),
         "n_images": len(test),
-        "seed": cfg.seed,
+        "seed": seed,
         "class_names": list(test.class_names),
+        "provenance": provenance(module),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+#: Facts a method's ``fit_summary()`` may state that become columns of the row itself.
+_SUMMARY_COLUMNS = ("precision", "pretrained", "checkpoint")
 
 
 def _fit_and_score(
     row: dict,
     method: Any,
     cfg: Config,
+    seed: int,
     train: SegmentationDataset,
     val: SegmentationDataset | None,
     test: SegmentationDataset,
     out_dir: Path,
-    run_dir: Path,
+    pred_root: Path,
 ) -> bool:
     """Fill ``row`` in place (status ok or failed); True when the method worked."""
     row_id = row["method"]
+    stem = row_stem(row_id, seed)
+    run_dir = pred_root / stem
     try:
         reset_peak_rss()
         # The process's peak includes what earlier methods left allocated; the resident size
         # at the start lets a reader take the method's own share (peak_mb - rss_start_mb).
         row["rss_start_mb"] = current_rss_mb()
-        log.info("%s: fitting on %d %s images", row_id, len(train), train.split)
+        log.info("%s seed %d: fitting on %d %s images", row_id, seed, len(train), train.split)
         t0 = time.perf_counter()
         method.fit(train, val_dataset=val)
         row["fit_s"] = time.perf_counter() - t0
         row["peak_mb_fit"] = peak_rss_mb()
         if hasattr(method, "fit_summary"):
-            row["fit_summary"] = method.fit_summary()
-        cm, times, bf = _predict_split(cfg, row_id, method, test, out_dir, run_dir)
+            summary = method.fit_summary()
+            row["fit_summary"] = summary
+            for key in _SUMMARY_COLUMNS:
+                if key in summary:
+                    row[key] = summary[key]
+        cm, times, bf = _predict_split(cfg, row_id, stem, method, test, out_dir, run_dir)
     except SegbenchError:
         raise  # bad input: stop the run with its message; rows already written stay
     except Exception as exc:  # noqa: BLE001 - any failure of a method becomes a failed row
@@ -261,15 +432,29 @@ def _fit_and_score(
         return False
 
     s = cm.scores()
-    low, high = cm.miou_ci(n_boot=cfg.bootstrap, seed=cfg.seed)
     per_image = np.stack(cm.per_image)
-    np.savez_compressed(out_dir / f"{row_id}.cm.npz", per_image=per_image, names=test.names)
+    groups = list(test.groups)
+    # Intervals resample blocks of consecutive frames within each sequence: neighbouring
+    # frames of one drive are not independent samples (bench.metrics.BLOCK_LENGTH says why);
+    # a dataset of independent images has block length 1.
+    block = int(getattr(test, "block_length", 1))
+    low, high = cm.miou_ci(n_boot=cfg.bootstrap, seed=seed, groups=groups, block_length=block)
+    write_confusions(out_dir / f"{stem}.cm.npz", per_image, test.names, groups)
     row.update(
         status="ok",
         error="",
         miou=s["miou"],
         miou_ci_low=low,
         miou_ci_high=high,
+        ci={
+            "method": "moving-block bootstrap within sequences",
+            "block_length": block,
+            "n_boot": cfg.bootstrap,
+            "level": 0.95,
+            "covers": "test-set sampling (which frames), not training variance (seeds)",
+        },
+        miou_mean_image=mean_image_miou(per_image),
+        per_sequence=scores_by_group(per_image, groups),
         global_acc=s["global_acc"],
         mean_acc=s["mean_acc"],
         fwiou=s["fwiou"],
@@ -277,8 +462,8 @@ def _fit_and_score(
         per_class_iou=s["per_class_iou"],
         per_class_acc=s["per_class_acc"],
         confusion=cm.total.tolist(),
-        predict_ms_median=float(np.median(times)),
-        predict_ms_p90=float(np.percentile(times, 90)),
+        predict_ms_median=float(np.median(times)) if len(times) else float("nan"),
+        predict_ms_p90=float(np.percentile(times, 90)) if len(times) else float("nan"),
         peak_mb=max(row["peak_mb_fit"], peak_rss_mb()),
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
         environment=environment(REPO_ROOT),
@@ -286,9 +471,33 @@ def _fit_and_score(
     return True
 
 
+def scored_pair(test: SegmentationDataset, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``i`` at the working resolution and its native label, with the training checks.
+
+    The image and its label must have the same native size: the scoring path goes through the
+    same check as training data, so a wrong-sized test file stops the run naming the file.
+    """
+    native = test.native_image(i)
+    gt = test.native_label(i)
+    if native.ndim != 3 or native.shape[2] != 3 or native.dtype != np.uint8:
+        raise SegbenchError(
+            f"{test._describe(i)}: image must be HxWx3 uint8, got {native.shape} {native.dtype}"
+        )
+    if native.shape[:2] != gt.shape:
+        raise SegbenchError(
+            f"{test._describe(i)}: label is {gt.shape[1]}x{gt.shape[0]} but its image is "
+            f"{native.shape[1]}x{native.shape[0]}"
+        )
+    image = native
+    if test.resolution is not None and native.shape[:2] != test.resolution:
+        image = resize_image(native, test.resolution)
+    return image, gt
+
+
 def _predict_split(
     cfg: Config,
     row_id: str,
+    stem: str,
     method: Any,
     test: SegmentationDataset,
     out_dir: Path,
@@ -298,37 +507,40 @@ def _predict_split(
 
     Only ``predict_proba`` is timed: decoding, resizing and scoring are the harness's work. A
     first call on image 0 warms caches and lazy initialisation up and is not counted. Methods
-    return NumPy arrays, so a GPU method has synchronised by the time the clock stops.
+    return NumPy arrays, so a GPU method has synchronised by the time the clock stops. Every
+    image's probabilities are checked (shape, finite, summing to 1), not just the first's.
     """
     cm = ConfusionMatrix(test.n_classes, test.ignore_index)
     sample_ids = set(evenly_spaced(len(test), cfg.sample_images).tolist())
-    pred_dir = run_dir / "pred"
+    pred_dir = run_dir
     times, bf = [], []
     if len(test):
-        _check_proba(method.predict_proba(test.image(0)), test, row_id)
+        method.predict_proba(scored_pair(test, 0)[0])  # warm-up, not timed
     for i in tqdm(range(len(test)), desc=f"{row_id} predict", unit="img", leave=False):
-        image = test.image(i)
+        image, gt = scored_pair(test, i)
         t0 = time.perf_counter()
         proba = method.predict_proba(image)
         times.append((time.perf_counter() - t0) * 1000.0)
-        gt = test.native_label(i)
+        check_proba(proba, image.shape[:2], test.n_classes, f"{row_id}, image {test.names[i]}")
         pred = np.argmax(upsample_proba(proba, gt.shape), axis=-1).astype(np.uint8)
         cm.update(pred, gt)
         bf.append(boundary_f1(pred, gt, test.n_classes, test.ignore_index))
         write_label(pred_dir / f"{test.names[i]}.png", pred)
         if i in sample_ids:
-            write_label(out_dir / "samples" / row_id / f"{test.names[i]}.png", pred)
+            write_label(out_dir / "samples" / stem / f"{test.names[i]}.png", pred)
     return cm, np.asarray(times), np.asarray(bf)
 
 
-def _check_proba(proba: Any, test: SegmentationDataset, row_id: str) -> None:
-    expected = (*test.image(0).shape[:2], test.n_classes)
+def check_proba(proba: Any, size: tuple[int, int], n_classes: int, where: str) -> None:
+    """Raise ValueError unless ``proba`` is a finite (H, W, C) map whose pixels sum to 1."""
+    expected = (*size, n_classes)
     if not isinstance(proba, np.ndarray) or proba.shape != expected:
         shape = getattr(proba, "shape", type(proba).__name__)
-        raise ValueError(f"{row_id}.predict_proba must return an array {expected}, got {shape}")
-    sums = proba.sum(axis=-1)
-    if not np.allclose(sums, 1.0, atol=1e-3) or not np.isfinite(proba).all():
-        raise ValueError(f"{row_id}.predict_proba rows must be finite and sum to 1")
+        raise ValueError(f"{where}: predict_proba must return an array {expected}, got {shape}")
+    if not np.isfinite(proba).all():
+        raise ValueError(f"{where}: predict_proba returned NaN or inf")
+    if not np.allclose(proba.sum(axis=-1), 1.0, atol=1e-3):
+        raise ValueError(f"{where}: predict_proba rows must sum to 1")
 
 
 def evaluate_dir(

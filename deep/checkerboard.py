@@ -69,6 +69,12 @@ def checkerboard_index(scores: np.ndarray, period: int = 8) -> float:
     return float(np.sqrt((pattern**2).mean()) / total_spread)
 
 
+def margin(scores: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 score of (C, H, W) logits: flat inside objects, so a grid stands out."""
+    top = np.sort(np.asarray(scores), axis=0)
+    return top[-1] - top[-2]
+
+
 def zoomed_score_figure(
     maps: dict[str, np.ndarray],
     path: str | Path,

@@ -13,18 +13,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.datasets.base import evenly_spaced
 from bench.datasets.root import REPO_ROOT
 from bench.method import SegmentationMethod
+from bench.provenance import code_hash
+from deep.checkerboard import checkerboard_index, margin
 from deep.fcn8s import FCN8s
 from deep.fcn16s import FCN16s
 from deep.fcn32s import FCN32s
-from deep.train import TrainConfig, load_arrays, resolve_device, train
+from deep.train import (
+    TrainConfig,
+    forward_logits,
+    load_arrays,
+    resolve_device,
+    resolve_precision,
+    train,
+)
 from deep.upsampling import upsampling_class
 
 log = logging.getLogger(__name__)
 
 ARCHS: dict[str, type[nn.Module]] = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
 CHECKPOINT_ROOT = REPO_ROOT / "runs" / "checkpoints"
+#: Val images whose logits give the checkerboard index stored in the row.
+DIAGNOSTIC_IMAGES = 8
 
 
 class Normalize(nn.Module):
@@ -82,6 +94,11 @@ class FCN(SegmentationMethod):
         Range of the random rescaling before cropping.
     device : str
         ``"auto"`` (CUDA if available), ``"cpu"`` or ``"cuda"``.
+    precision : {"auto", "bf16", "fp32"}
+        Arithmetic of training and inference (:func:`deep.train.resolve_precision`): "auto" is
+        bfloat16 autocast + channels-last where the device has native bfloat16 (AVX-512 BF16
+        or AMX on the CPU), float32 elsewhere. It changes the weights, so it is part of the
+        checkpoint key; the resolved value is recorded in the row.
     n_threads : int or None
         CPU threads torch uses in ``fit`` and ``predict_proba`` (None: torch's default). On a
         shared 2-core machine, 1 avoids the OpenMP oversubscription that made a 2-thread forward
@@ -105,6 +122,7 @@ class FCN(SegmentationMethod):
         crop: list[int] | None = None,
         scale: list[float] | tuple[float, float] = (0.75, 1.25),
         device: str = "auto",
+        precision: str = "auto",
         n_threads: int | None = None,
         resume: bool = True,
         random_state: int = 0,
@@ -120,6 +138,7 @@ class FCN(SegmentationMethod):
         self.crop = crop
         self.scale = scale
         self.device = device
+        self.precision = precision
         self.n_threads = n_threads
         self.resume = resume
         self.random_state = random_state
@@ -136,6 +155,7 @@ class FCN(SegmentationMethod):
             crop=None if self.crop is None else (int(self.crop[0]), int(self.crop[1])),
             scale=(float(self.scale[0]), float(self.scale[1])),
             seed=self.random_state,
+            precision=self.precision,
         )
 
     def checkpoint_key(self, dataset, val_dataset=None) -> dict:  # noqa: ANN001
@@ -155,7 +175,13 @@ class FCN(SegmentationMethod):
                 "options": {k: getattr(ds, k) for k in ("size", "seed") if hasattr(ds, k)},
             }
 
-        return {"params": params, "train": describe(dataset), "val": describe(val_dataset)}
+        return {
+            "params": params,
+            "train": describe(dataset),
+            "val": describe(val_dataset),
+            # the code that trains: a checkpoint of older code is retrained, never reused
+            "code": code_hash("deep.fcn"),
+        }
 
     def checkpoint_dir(self, dataset, val_dataset=None) -> Path:  # noqa: ANN001
         """``runs/checkpoints/<hash of checkpoint_key>``."""
@@ -170,6 +196,8 @@ class FCN(SegmentationMethod):
         torch.manual_seed(self.random_state)
         self.n_classes_ = dataset.n_classes
         self.device_ = resolve_device(self.device)
+        # a setting the device cannot run fails here, before any data is loaded
+        self.precision_ = resolve_precision(self.precision, self.device_)
         train_data = load_arrays(dataset)
         val_data = load_arrays(val_dataset) if val_dataset is not None else None
         pixels = train_data.images.reshape(-1, 3).float()
@@ -190,6 +218,7 @@ class FCN(SegmentationMethod):
             self.checkpoint_dir_,
         )
         meta = {"key": self.checkpoint_key(dataset, val_dataset), "n_classes": self.n_classes_}
+        self.checkpoint_reused_ = _finished_before(self.checkpoint_dir_)
         result = train(
             self.network_,
             train_data,
@@ -203,14 +232,42 @@ class FCN(SegmentationMethod):
         self.best_epoch_ = result.best_epoch
         self.train_seconds_ = result.train_seconds
         self.network_.eval()
+        self.checkerboard_, self.checkerboard_window_ = self._checkerboard(val_dataset)
         return self
 
+    def _checkerboard(self, val_dataset) -> tuple[float, list | None]:  # noqa: ANN001
+        """Checkerboard index of the logits on a few val images, and one zoomed margin map.
+
+        Part of what fitting learns about the network (like its val curve), so the upsampling
+        study reads it from the row and needs no checkpoint of this machine.
+        """
+        if val_dataset is None or not len(val_dataset):
+            return float("nan"), None
+        picks = evenly_spaced(len(val_dataset), DIAGNOSTIC_IMAGES)
+        values, window = [], None
+        for i in picks:
+            logits = self.predict_logits(val_dataset.image(int(i)))[0].numpy()
+            if min(logits.shape[1:]) < 3 * 8:
+                return float("nan"), None
+            values.append(checkerboard_index(logits))
+            if window is None:
+                m = margin(logits)
+                size = min(32, *m.shape)
+                top, left = (m.shape[0] - size) // 2, (m.shape[1] - size) // 2
+                window = np.round(m[top : top + size, left : left + size], 4).tolist()
+        return float(np.mean(values)), window
+
     def fit_summary(self) -> dict:
-        """Selected epoch, training time and the validation curve (stored in the row)."""
+        """Selected epoch, training cost, the validation curve and the checkerboard index."""
         return {
             "best_epoch": self.best_epoch_,
             "train_seconds": self.train_seconds_,
             "history": self.history_,
+            "checkpoint": {"reused": self.checkpoint_reused_, "train_seconds": self.train_seconds_},
+            "checkerboard": self.checkerboard_,
+            "checkerboard_window": self.checkerboard_window_,
+            "precision": self.precision_,
+            "pretrained": None,
         }
 
     # -- inference --------------------------------------------------------------------------
@@ -218,11 +275,19 @@ class FCN(SegmentationMethod):
         """Class scores (1, C, H, W) of an HxWx3 uint8 image, float32 on the CPU."""
         x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
         with torch_threads(self.n_threads), torch.no_grad():
-            return self.network_(x.to(self.device_)).float().cpu()
+            return forward_logits(self.network_, x.to(self.device_), self.precision_).cpu()
 
     def predict_proba(self, image: np.ndarray) -> np.ndarray:
         proba = torch.softmax(self.predict_logits(image), dim=1)
         return np.ascontiguousarray(proba[0].permute(1, 2, 0).numpy())
+
+
+def _finished_before(folder: Path) -> bool:
+    """Whether ``folder`` already holds a finished training (the fit will only load it)."""
+    try:
+        return bool(json.loads((folder / "meta.json").read_text())["result"]["completed"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return False
 
 
 @contextmanager

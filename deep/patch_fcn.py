@@ -28,6 +28,7 @@ from torch import nn
 from baselines.sliding_window import (
     TRAIN_PARAMS,
     PatchNet,
+    checkpoint_summary,
     normalise,
     pad_for_patches,
     resolve_device,
@@ -190,6 +191,11 @@ class PatchFCN(SegmentationMethod):
         self.fcn_ = fully_convolutional(net)
         self.n_classes_ = dataset.n_classes
         return self
+
+    def fit_summary(self) -> dict:
+        """Whether the patch classifier was trained now or loaded, and what it cost."""
+        return {"checkpoint": checkpoint_summary(self.history_, self.trained_),
+                "history": self.history_}  # fmt: skip
 
     def decision_function(self, image: np.ndarray) -> np.ndarray:
         """Class scores (logits) of every pixel, float32 (H, W, C): one forward pass."""

@@ -5,7 +5,10 @@ One loop for every network of ``deep/``:
 * class-balanced cross-entropy (median frequency balancing, Eigen and Fergus 2015), void ignored;
 * augmentation on the device: random scale, random crop (padded with void), horizontal flip;
 * AdamW or SGD (momentum), linear warm-up then cosine decay, stepped every iteration;
-* mixed precision on CUDA (bfloat16 where supported, else float16 with a gradient scaler);
+* mixed precision (``TrainConfig.precision``): bfloat16 autocast with channels-last tensors on
+  CUDA with bfloat16 and on a CPU with native bfloat16 dot products (AVX-512 BF16 or AMX),
+  float16 with a gradient scaler on older CUDA devices, float32 elsewhere; the loss is always
+  computed in float32;
 * a checkpoint after every epoch (model, optimiser, schedule, scaler, history), written
   atomically, so a killed run resumes where it stopped. Resuming is *exact*: every random draw of
   epoch ``e`` (order, augmentation, dropout) comes from generators seeded by ``(seed, e)``, so
@@ -19,6 +22,7 @@ Checkpoints hold only tensors and plain Python values, so they load with
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -38,10 +42,24 @@ from bench.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
+#: Values of ``TrainConfig.precision``.
+PRECISIONS = ("auto", "bf16", "fp32")
+#: Autocast type of each resolved precision (None: plain float32).
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp32": None,
+}
+
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run (and so its checkpoint folder)."""
+    """Everything that decides a training run (and so its checkpoint folder).
+
+    ``precision`` (one of :data:`PRECISIONS`) does not change what a run means, but it does
+    change the weights it ends with, so it belongs here and is recorded in ``meta.json``; see
+    :func:`resolve_precision` for what ``"auto"`` becomes.
+    """
 
     epochs: int = 40
     batch_size: int = 8
@@ -54,6 +72,7 @@ class TrainConfig:
     scale: tuple[float, float] = (0.75, 1.25)
     hflip: bool = True
     seed: int = 0
+    precision: str = "auto"  # "auto", "bf16" or "fp32"
 
 
 @dataclass
@@ -154,11 +173,91 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """Mixed-precision type on CUDA (bfloat16 needs no loss scaling); None on the CPU."""
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of the first processor listed in ``/proc/cpuinfo`` text."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has native bfloat16 dot products (``avx512_bf16`` or ``amx_bf16``).
+
+    Without them oneDNN emulates bfloat16 with float32 arithmetic plus conversions, which is
+    slower than plain float32, so only these flags make ``"auto"`` pick bfloat16. Read from
+    ``/proc/cpuinfo``: elsewhere (no such file) the answer is False.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(cpu_flags(text) & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """What the ``precision`` setting means on ``device``: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    ``"auto"`` is bfloat16 on CUDA devices that support it and on CPUs with native bfloat16
+    (:func:`cpu_has_bf16`), float16 (with a gradient scaler) on other CUDA devices, float32
+    otherwise.
+
+    Raises
+    ------
+    ValueError
+        For an unknown setting, or ``"bf16"`` on a device without bfloat16 support.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(
+            f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}"
+        )
+    device = torch.device(device)
+    if precision == "fp32":
+        return "fp32"
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        if precision == "bf16" and not bf16:
+            raise ValueError(
+                "precision 'bf16' needs a CUDA device with bfloat16 support; this one lacks it: "
+                "use precision 'auto' (float16) or 'fp32'"
+            )
+        return "bf16" if bf16 else "fp16"
+    if device.type == "cpu":
+        if cpu_has_bf16():
+            return "bf16"
+        if precision == "bf16":
+            raise ValueError(
+                "precision 'bf16' needs a CPU with native bfloat16 (avx512_bf16 or amx_bf16 in "
+                "/proc/cpuinfo); this CPU lacks AVX-512 BF16/AMX: use precision 'auto' or 'fp32'"
+            )
+        return "fp32"
+    if precision == "bf16":
+        raise ValueError(f"precision 'bf16' is not supported on device {device.type!r}")
+    return "fp32"
+
+
+def _legacy_precision(device: torch.device) -> str:
+    """The precision of a checkpoint written before precision was recorded (the old rule)."""
     if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def forward_logits(model: nn.Module, images: torch.Tensor, precision: str) -> torch.Tensor:
+    """``model(images)`` in a resolved ``precision``, as float32 class scores.
+
+    Reduced precision runs under autocast with channels-last inputs: oneDNN's (and cuDNN's)
+    fast bfloat16 convolutions work on NHWC, and an NCHW input would be reordered at every
+    layer. Everything after the scores (the loss, softmax) stays in float32.
+    """
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return model(images).float()
+    images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(images.device.type, dtype=dtype):
+        return model(images).float()
 
 
 def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -175,9 +274,21 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, precision: str) -> torch.optim.Optimizer:
+    """The optimiser of ``cfg`` for a run in the resolved ``precision``.
+
+    The reduced-precision paths use the fused AdamW kernel (one pass over all parameters:
+    about 5x faster than the per-tensor loop on the CPU, 4 % of a width-8 FCN-8s step). It
+    rounds differently, so float32 keeps the per-tensor loop and its weights stay those of
+    the code before precision existed.
+    """
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            model.parameters(),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            fused=True if precision != "fp32" else None,
+        )
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
             model.parameters(),
@@ -191,26 +302,38 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 8
+    model: nn.Module,
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> torch.Tensor:
-    """Class scores (N, C, H, W), float32 on the CPU, of uint8 images (N, H, W, 3)."""
+    """Class scores (N, C, H, W), float32 on the CPU, of uint8 images (N, H, W, 3).
+
+    ``precision`` is a :data:`PRECISIONS` setting or an already resolved value.
+    """
     model.eval()
-    dtype = _autocast_dtype(device)
+    # "fp16" is only ever a resolved value; everything else goes through the checks once more
+    precision = precision if precision == "fp16" else resolve_precision(precision, device)
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size].to(device).permute(0, 3, 1, 2).float()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out.append(model(batch).float().cpu())
+        out.append(forward_logits(model, batch, precision).cpu())
     return torch.cat(out)
 
 
 def evaluate(
-    model: nn.Module, data: ArrayData, device: torch.device, batch_size: int = 8
+    model: nn.Module,
+    data: ArrayData,
+    device: torch.device,
+    batch_size: int = 8,
+    precision: str = "auto",
 ) -> dict[str, float | list[float]]:
     """Scores of ``model`` on ``data`` (at its working resolution) by the one evaluator."""
     cm = ConfusionMatrix(data.n_classes, data.ignore_index, keep_per_image=False)
     for start in range(0, len(data), batch_size):
-        logits = predict_logits(model, data.images[start : start + batch_size], device, batch_size)
+        images = data.images[start : start + batch_size]
+        logits = predict_logits(model, images, device, batch_size, precision)
         cm.update(logits.argmax(dim=1).numpy(), data.labels[start : start + batch_size].numpy())
     return cm.scores()
 
@@ -224,6 +347,7 @@ class TrainResult:
     best_miou: float = float("nan")
     train_seconds: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"  # resolved: "bf16", "fp16" or "fp32"
     completed: bool = False
 
 
@@ -264,7 +388,8 @@ def train(
         Holds ``last.pt`` (everything needed to resume), ``best.pt`` (best weights) and
         ``meta.json`` (history, timings, device: readable without torch).
     device : str
-        ``"auto"``, ``"cpu"``, ``"cuda"``...
+        ``"auto"``, ``"cpu"``, ``"cuda"``...; ``cfg.precision`` is resolved for it
+        (:func:`resolve_precision`) and the result recorded in ``TrainResult.precision``.
     stop_after : int, optional
         Stop once this epoch index is done, as a kill would (for tests and time-boxed runs).
     meta : dict, optional
@@ -273,28 +398,44 @@ def train(
     Returns
     -------
     TrainResult
+
+    Raises
+    ------
+    ValueError
+        When ``cfg.precision`` cannot run on the device, or the checkpoint being resumed was
+        trained in another precision (continuing would mix the two in one run).
     """
     dev = resolve_device(device)
+    precision = resolve_precision(cfg.precision, dev)
     if dev.type == "cuda":
         # Fixed input sizes: let cuDNN pick the fastest kernels (not bit-exact across runs).
         torch.backends.cudnn.benchmark = True
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     model.to(dev)
+    if precision != "fp32":
+        # NHWC weights to match the channels-last inputs of forward_logits (no reorders)
+        model.to(memory_format=torch.channels_last)
     weights = median_frequency_weights(train_data.labels, train_data.n_classes).to(dev)
     criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=train_data.ignore_index)
     bs = min(cfg.batch_size, len(train_data))
     steps = len(train_data) // bs  # drop the last partial batch: batch norm dislikes tiny ones
-    optimizer = _optimizer(model, cfg)
+    optimizer = make_optimizer(model, cfg, precision)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
-    dtype = _autocast_dtype(dev)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
-    result = TrainResult(device=str(dev))
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    result = TrainResult(device=str(dev), precision=precision)
 
     last = checkpoint_dir / "last.pt"
     start_epoch = 0
     if last.is_file():
         state = load_checkpoint(last, dev)
+        recorded = json.loads(state["result"]).get("precision", _legacy_precision(dev))
+        if recorded != precision:
+            raise ValueError(
+                f"{last} was trained with precision {recorded!r} but precision "
+                f"{cfg.precision!r} is {precision!r} here: resuming would mix the two; set "
+                f"precision to {'auto' if recorded == 'fp16' else recorded!r} or delete the folder"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -316,8 +457,7 @@ def train(
             images = train_data.images[index].to(dev).permute(0, 3, 1, 2).float()
             labels = train_data.labels[index].to(dev).long()
             images, labels = augment(images, labels, cfg, rng, train_data.ignore_index)
-            with torch.autocast(dev.type, dtype=dtype, enabled=dtype is not None):
-                loss = criterion(model(images).float(), labels)
+            loss = criterion(forward_logits(model, images, precision), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -327,7 +467,7 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.3f}")
         entry = {"epoch": epoch, "loss": total_loss / max(1, steps)}
         if val_data is not None:
-            s = evaluate(model, val_data, dev, bs)
+            s = evaluate(model, val_data, dev, bs, precision)
             entry.update(val_miou=s["miou"], val_mean_acc=s["mean_acc"])
             if not result.best_miou >= s["miou"]:  # also true while best is NaN
                 result.best_miou, result.best_epoch = s["miou"], epoch

@@ -75,3 +75,36 @@ class FakeStage(SegmentationMethod):
     def predict_proba(self, image):
         proba = self.estimator.predict_proba(image)[..., ::-1]
         return np.ascontiguousarray(proba)
+
+
+class NaNLater(SegmentationMethod):
+    """Fine on the first image, NaN on the second: every image must be checked."""
+
+    def fit(self, dataset, val_dataset=None):
+        self.n_classes_ = dataset.n_classes
+        self.calls_ = 0
+        return self
+
+    def predict_proba(self, image):
+        self.calls_ += 1
+        proba = np.full((*image.shape[:2], self.n_classes_), 1.0 / self.n_classes_, np.float32)
+        if self.calls_ == 3:  # warm-up call, image 0, then image 1
+            proba[0, 0, 0] = np.nan
+        return proba
+
+
+class Seeded(SegmentationMethod):
+    """Predicts a class drawn from its random_state: shows whether the seed reaches it."""
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def fit(self, dataset, val_dataset=None):
+        self.n_classes_ = dataset.n_classes
+        self.class_ = int(np.random.default_rng(self.random_state).integers(self.n_classes_))
+        return self
+
+    def predict_proba(self, image):
+        proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
+        proba[..., self.class_] = 1.0
+        return proba

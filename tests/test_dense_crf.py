@@ -122,7 +122,7 @@ def test_runner_adds_a_crf_row(tmp_path):
     base, crf = rows
     assert crf["crf_of"] == "colour_forest" and crf["fit_s"] >= base["fit_s"]
     stored = json.loads(
-        (tmp_path / "results/rows/quick/crf_test/colour_forest+crf.json").read_text()
+        (tmp_path / "results/rows/quick/crf_test/colour_forest+crf.seed0.json").read_text()
     )
     assert stored["miou"] == crf["miou"]
     # colour alone is speckled on textured shapes: the CRF's smoothing must pay off

@@ -81,3 +81,26 @@ def test_a_second_fit_with_the_same_parameters_loads_instead_of_retraining() -> 
     np.testing.assert_array_equal(first.predict_proba(image), second.predict_proba(image))
     other = FCN(**{**params, "upsampling": "nearest"})
     assert other.checkpoint_dir(train) != first.checkpoint_dir_
+
+
+def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path, monkeypatch) -> None:
+    import deep.fcn as fcn_module
+
+    train = Synthetic("train", n_images=4, size=(32, 32))
+    val = Synthetic("val", n_images=2, size=(32, 32))
+    params = dict(arch="fcn8s", width=4, epochs=2, batch_size=2, device="cpu", n_threads=1)
+    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path / "a")
+    a = FCN(**params).fit(train, val)
+    assert a.fit_summary()["checkpoint"] == {"reused": False, "train_seconds": a.train_seconds_}
+    reused = FCN(**params).fit(train, val)
+    assert reused.fit_summary()["checkpoint"]["reused"] is True
+    assert reused.fit_summary()["checkpoint"]["train_seconds"] == a.train_seconds_
+    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path / "b")
+    b = FCN(**params).fit(train, val)  # trained again from scratch, same seed
+    image = train.image(0)
+    np.testing.assert_array_equal(a.predict_proba(image), b.predict_proba(image))
+    c = FCN(**params, random_state=1).fit(train, val)
+    assert not np.array_equal(a.predict_proba(image), c.predict_proba(image))
+    summary = a.fit_summary()
+    assert np.isfinite(summary["checkerboard"]) and len(summary["checkerboard_window"]) == 32
+    assert summary["precision"] in ("bf16", "fp32")

@@ -70,6 +70,13 @@ def make_row(method: str, profile: str, cms: np.ndarray | None, **extra) -> dict
         "error": ERROR if cms is None else "",
         "environment": ENV,
         "fingerprint": "0123456789abcdef",
+        "schema_version": 2,
+        "provenance": {
+            "git_commit": "abc1234",
+            "dirty": False,
+            "code_hash": "c0de",
+            "lock_hash": "10c4",
+        },
     }
     if cms is not None:
         s = scores(cms.sum(axis=0))
@@ -85,6 +92,16 @@ def make_row(method: str, profile: str, cms: np.ndarray | None, **extra) -> dict
             peak_mb=512.3,
             peak_mb_fit=400.0,
             finished="2026-01-01T00:01:00+00:00",
+            ci={"method": "moving-block bootstrap", "block_length": 10, "n_boot": 1000},
+            miou_mean_image=s["miou"] - 0.01,
+            per_sequence={
+                "s": {
+                    "miou": s["miou"],
+                    "global_acc": s["global_acc"],
+                    "mean_acc": s["mean_acc"],
+                    "n_images": 4,
+                }
+            },
         )
     row.update(extra)
     return row
@@ -98,12 +115,13 @@ def write_group(root: Path, profile: str, rows: list[dict], config: dict | None)
         (folder / "config.yaml").write_text(yaml.safe_dump(config))
     rng = np.random.default_rng(1)
     for row in rows:
-        (folder / f"{row['method']}.json").write_text(json.dumps(row, indent=1))
+        stem = f"{row['method']}.seed{row['seed']}"
+        (folder / f"{stem}.json").write_text(json.dumps(row, indent=1))
         if row["status"] != "ok":
             continue
         for name in SAMPLES:
             label = rng.integers(0, 4, size=(32, 48)).astype(np.uint8)
-            write_label(folder / "samples" / row["method"] / f"{name}.png", label)
+            write_label(folder / "samples" / stem / f"{name}.png", label)
     return folder
 
 
@@ -129,8 +147,8 @@ def report(tmp_path_factory) -> dict:
     ]
     folder = write_group(root, "quick", quick, SYNTHETIC_CONFIG)
     names = np.array([f"synthetic_test_{i:04d}" for i in range(4)])
-    np.savez_compressed(folder / "alpha.cm.npz", per_image=alpha_cms, names=names)
-    np.savez_compressed(folder / "beta.cm.npz", per_image=beta_cms, names=names)
+    np.savez_compressed(folder / "alpha.seed0.cm.npz", per_image=alpha_cms, names=names)
+    np.savez_compressed(folder / "beta.seed0.cm.npz", per_image=beta_cms, names=names)
     # No config.yaml: the example figure must do without image and ground truth.
     write_group(root, "full", [make_row("alpha", "full", per_image_cms(150, 2))], None)
     stale = root / "figures" / "device_gone_examples.png"
@@ -206,11 +224,14 @@ def test_readme_numbers_match_rows(report):
     alpha, beta = report["rows"][0], report["rows"][1]
     cells = table_line(readme, "alpha")
     lo, hi = 100 * alpha["miou_ci_low"], 100 * alpha["miou_ci_high"]
-    assert cells[1] == f"{100 * alpha['miou']:.2f} [{lo:.2f}, {hi:.2f}]"
-    assert cells[2] == f"{100 * alpha['global_acc']:.2f}"
-    assert cells[3] == f"{100 * alpha['mean_acc']:.2f}"
-    assert cells[4] == f"{100 * alpha['fwiou']:.2f}"
-    assert cells[5:] == ["42.00", "1.50", "12.0 (15.0)", "512", "native", "quick", "cpu"]
+    assert cells[1] == "1"  # one seed: no "±"
+    assert cells[2] == f"{100 * alpha['miou']:.2f}"
+    assert cells[3] == f"[{lo:.2f}, {hi:.2f}]"
+    assert cells[4] == f"{100 * alpha['miou_mean_image']:.2f}"
+    assert cells[5] == f"s {100 * alpha['miou']:.1f}"
+    assert cells[6] == f"{100 * alpha['global_acc']:.2f}"
+    assert cells[7] == f"{100 * alpha['mean_acc']:.2f}"
+    assert cells[8:] == ["42.00", "1.50", "12.0 (15.0)", "512", "-", "-", "cpu"]
     # Best first within the group.
     assert readme.index("| alpha |") < readme.index("| beta |")
     # Per-class IoU in %, NaN (class absent everywhere) shown as "-".
@@ -222,7 +243,7 @@ def test_readme_failed_environment_and_command(report):
     readme = (report["root"] / "README.md").read_text()
     assert f"- `broken`: {ERROR}" in readme
     assert "| broken |" not in readme  # listed below the table, not in it
-    assert "CIs" in readme and "Paired bootstrap" in readme
+    assert "paired" in readme and "not training variance" in readme
     assert "CPU Test CPU 9000" in readme and "`abc1234`" in readme and "torch 2.13.0+cpu" in readme
     assert readme.count("`segbench run configs/smoke.yaml`") == 2
     sections = re.findall(r"^## .*$", readme, flags=re.M)
@@ -338,3 +359,70 @@ def test_spread_labels_separates_close_labels_and_leaves_lone_ones():
     tops = points[:3, 1] + shifts[:3]
     gaps = np.abs(tops[:, None] - tops[None, :])[np.triu_indices(3, 1)]
     assert (gaps >= 10.0 - 1e-9).all()  # the three clustered labels no longer overlap
+
+
+def test_seeds_are_one_line_with_mean_and_sd(tmp_path):
+    rows = [make_row("alpha", "quick", per_image_cms(200 + 40 * k, k), seed=k) for k in range(3)]
+    write_group(tmp_path, "quick", rows, None)
+    write_report(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    cells = table_line(readme, "alpha")
+    mious = np.array([r["miou"] for r in rows])
+    assert cells[1] == "3"
+    assert cells[2] == f"{100 * mious.mean():.2f} ± {100 * mious.std(ddof=1):.2f}"
+    lo, hi = 100 * rows[0]["miou_ci_low"], 100 * rows[0]["miou_ci_high"]
+    assert cells[3] == f"[{lo:.2f}, {hi:.2f}]"  # the lowest seed's interval
+    assert len(pd.read_csv(tmp_path / "results.csv")) == 3  # one line per seed
+
+
+def test_a_users_report_compares_with_the_reference(tmp_path):
+    cms = per_image_cms(200, 0)
+    ref = make_row("alpha", "quick", cms, fit_s=2.0)
+    same = make_row("beta", "quick", per_image_cms(60, 1))
+    write_group(tmp_path / "ref", "quick", [ref, same], None)
+    mine = make_row("alpha", "quick", per_image_cms(190, 0), fit_s=3.0)
+    mine["provenance"] = {**mine["provenance"], "code_hash": "newer"}
+    write_group(tmp_path / "mine", "quick", [mine, dict(same)], None)
+    write_report(tmp_path / "mine", reference_dir=tmp_path / "ref")
+    readme = (tmp_path / "mine" / "README.md").read_text()
+    assert "Your run beside the reference" in readme
+    assert "2 rows in both: 1 identical" in readme
+    diff = 100 * (mine["miou"] - ref["miou"])
+    line = next(x for x in readme.splitlines() if x.startswith("| smoke/alpha |"))
+    assert f"{diff:+.2f} (reference computed by other code)" in line and "| 1.50 |" in line
+    assert "| smoke/beta | 0 |" in readme and "identical" in readme
+
+
+def test_report_keeps_the_study_figure(tmp_path):
+    write_group(tmp_path, "quick", [make_row("alpha", "quick", per_image_cms(200, 0))], None)
+    study = tmp_path / "figures" / "upsampling_quick_deep_cpu.png"
+    study.parent.mkdir(parents=True)
+    study.write_bytes(b"\x89PNG study")
+    write_report(tmp_path)
+    assert study.read_bytes() == b"\x89PNG study"
+
+
+def test_an_old_schema_row_is_refused_and_nothing_written(tmp_path):
+    row = make_row("alpha", "quick", per_image_cms(200, 0))
+    row.pop("schema_version")
+    write_group(tmp_path, "quick", [row], None)
+    with pytest.raises(SegbenchError, match="row schema 1 is not this code's schema 2"):
+        write_report(tmp_path)
+    assert not (tmp_path / "README.md").exists() and not (tmp_path / "results.csv").exists()
+
+
+def test_a_failing_figure_leaves_the_old_report(tmp_path, monkeypatch):
+    import bench.report as report_module
+
+    write_group(tmp_path, "quick", [make_row("alpha", "quick", per_image_cms(200, 0))], None)
+    write_report(tmp_path)
+    before = {p: p.read_bytes() for p in (tmp_path / "README.md", tmp_path / "results.csv")}
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report_module, "plot_per_class_iou", boom)
+    with pytest.raises(RuntimeError):
+        write_report(tmp_path)
+    assert {p: p.read_bytes() for p in before} == before
+    assert not list(tmp_path.rglob("*.tmp"))

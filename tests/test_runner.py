@@ -35,7 +35,7 @@ def dirs(tmp_path):
 
 @pytest.fixture(autouse=True)
 def fake_methods(monkeypatch):
-    for name in ("Boom", "Interrupt", "BadShape", "Oracle"):
+    for name in ("Boom", "Interrupt", "BadShape", "Oracle", "NaNLater", "Seeded"):
         monkeypatch.setitem(methods.METHODS, name.lower(), f"fake_methods:{name}")
 
 
@@ -61,18 +61,18 @@ def test_outputs_on_disk(dirs):
     run_config(synthetic_config("class_prior", "oracle"), **dirs)
     out = dirs["results_dir"] / "rows" / "quick" / "t"
     assert (out / "config.yaml").is_file()
-    assert json.loads((out / "oracle.json").read_text())["method"] == "oracle"
-    npz = np.load(out / "oracle.cm.npz")
+    assert json.loads((out / "oracle.seed0.json").read_text())["method"] == "oracle"
+    npz = np.load(out / "oracle.seed0.cm.npz")
     assert npz["per_image"].shape == (5, 4, 4)
-    assert len(list((out / "samples" / "oracle").glob("*.png"))) == 2
-    preds = sorted((dirs["runs_dir"] / "quick" / "t" / "oracle" / "pred").glob("*.png"))
+    assert len(list((out / "samples" / "oracle.seed0").glob("*.png"))) == 2
+    preds = sorted((dirs["runs_dir"] / "pred" / "quick" / "t" / "oracle.seed0").glob("*.png"))
     assert len(preds) == 5
 
 
 def test_predictions_score_the_same_through_evaluate(dirs):
     row = run_config(synthetic_config("class_prior"), **dirs)[0]
     test = Synthetic("test", n_images=5, size=(32, 40))
-    s, _ = evaluate_dir(dirs["runs_dir"] / "quick" / "t" / "class_prior" / "pred", test)
+    s, _ = evaluate_dir(dirs["runs_dir"] / "pred" / "quick" / "t" / "class_prior.seed0", test)
     assert s["miou"] == pytest.approx(row["miou"])
 
 
@@ -88,7 +88,7 @@ def test_failure_is_recorded_and_the_run_goes_on(dirs):
     assert "boom in predict" in rows["boom_predict"]["error"]
     assert "must return an array" in rows["badshape"]["error"]
     assert rows["oracle"]["status"] == "ok"
-    err = dirs["runs_dir"] / "quick" / "t" / "boom" / "error.txt"
+    err = dirs["runs_dir"] / "pred" / "quick" / "t" / "boom.seed0" / "error.txt"
     assert "Traceback" in err.read_text()
 
 
@@ -100,18 +100,19 @@ def test_kill_keeps_earlier_rows_and_rerun_resumes(dirs):
     with pytest.raises(KeyboardInterrupt):
         run_config(cfg, **dirs)
     out = dirs["results_dir"] / "rows" / "quick" / "t"
-    assert (out / "oracle.json").is_file() and not (out / "interrupt.json").exists()
+    assert (out / "oracle.seed0.json").is_file() and not (out / "interrupt.seed0.json").exists()
     assert Oracle.fits == 1
     # the rerun skips the finished method (same fingerprint)
     cfg2 = synthetic_config("oracle", "class_prior")
     run_config(cfg2, **dirs)
     assert Oracle.fits == 1
-    assert (out / "class_prior.json").is_file()
+    assert (out / "class_prior.seed0.json").is_file()
     # --force redoes it; a changed parameter also redoes it
     run_config(cfg2, force=True, only=["oracle"], **dirs)
     assert Oracle.fits == 2
     run_config(synthetic_config("oracle", seed=1), **dirs)
     assert Oracle.fits == 3
+    assert (out / "oracle.seed1.json").is_file() and (out / "oracle.seed0.json").is_file()
 
 
 def test_failed_methods_are_retried(dirs):
@@ -123,11 +124,11 @@ def test_failed_methods_are_retried(dirs):
 
 def test_a_quick_run_never_touches_heavier_rows(dirs):
     run_config(synthetic_config("oracle", profile="full"), **dirs)
-    full_row = dirs["results_dir"] / "rows" / "full" / "t" / "oracle.json"
+    full_row = dirs["results_dir"] / "rows" / "full" / "t" / "oracle.seed0.json"
     before = full_row.read_bytes()
     run_config(synthetic_config("oracle", profile="quick"), force=True, **dirs)
     assert full_row.read_bytes() == before
-    assert (dirs["results_dir"] / "rows" / "quick" / "t" / "oracle.json").is_file()
+    assert (dirs["results_dir"] / "rows" / "quick" / "t" / "oracle.seed0.json").is_file()
 
 
 def test_bad_method_name_or_param_fails_before_any_work(dirs):
@@ -151,7 +152,7 @@ def test_bad_data_stops_the_run_without_touching_rows(dirs, camvid_copy):
         }
     )
     run_config(cfg, only=["class_prior"], **dirs)
-    row = dirs["results_dir"] / "rows" / "quick" / "c" / "class_prior.json"
+    row = dirs["results_dir"] / "rows" / "quick" / "c" / "class_prior.seed0.json"
     before = row.read_bytes()
     label_file = camvid_copy / "camvid" / "testannot" / "0001TP_008550.png"
     label_file.write_bytes(label_file.read_bytes()[:300])
@@ -215,3 +216,116 @@ def test_crf_stage_row_shares_the_fit(dirs, monkeypatch):
     assert Oracle.fits == 1  # both rows done: skipped
     with pytest.raises(SegbenchError, match="has no parameter 'nope'"):
         run_config(synthetic_config({"name": "oracle", "crf": {"nope": 1}}), **dirs)
+
+
+def test_seeds_give_one_row_each_and_reach_the_method(dirs):
+    rows = run_config(synthetic_config("seeded", seeds=[0, 1, 2, 3]), **dirs)
+    assert [r["seed"] for r in rows] == [0, 1, 2, 3]
+    assert [r["all_params"]["random_state"] for r in rows] == [0, 1, 2, 3]
+    # different seeds, different models (the 4 draws are not all the same class)
+    assert len({round(r["miou"], 9) for r in rows}) > 1
+    again = run_config(synthetic_config("seeded", seeds=[2]), force=True, **dirs)
+    assert again[0]["miou"] == rows[2]["miou"]
+
+
+@pytest.mark.parametrize(
+    "seeds", [[], [1.5], ["0"], [True], [0, 0], 3, [-1]], ids=lambda s: repr(s)
+)
+def test_bad_seeds_are_refused(seeds):
+    with pytest.raises(SegbenchError, match="seeds"):
+        synthetic_config("class_prior", seeds=seeds)
+
+
+def test_random_state_in_params_is_refused():
+    with pytest.raises(SegbenchError, match="random_state"):
+        synthetic_config({"name": "colour_forest", "params": {"random_state": 3}})
+
+
+def test_fingerprint_covers_defaults_code_and_lock(dirs, monkeypatch):
+    from fake_methods import Oracle
+
+    import bench.runner as runner
+
+    Oracle.fits = 0
+    run_config(synthetic_config("oracle"), **dirs)
+    run_config(synthetic_config("oracle"), **dirs)
+    assert Oracle.fits == 1
+    monkeypatch.setattr(runner, "method_code_hash", lambda module: "other-code")
+    run_config(synthetic_config("oracle"), **dirs)
+    assert Oracle.fits == 2  # changed code: recomputed
+    monkeypatch.setattr(runner, "lock_hash", lambda: "other-lock")
+    run_config(synthetic_config("oracle"), **dirs)
+    assert Oracle.fits == 3  # changed lock file: recomputed
+    # a changed default of the method's constructor changes get_params, hence the row
+    row0 = run_config(synthetic_config("colour_forest"), **dirs)[0]
+    import baselines.colour_forest as cf
+
+    defaults = list(cf.ColourForest.__init__.__defaults__)
+    names = cf.ColourForest._get_param_names()
+    init_names = cf.ColourForest.__init__.__code__.co_varnames[1 : 1 + len(names)]
+    defaults[list(init_names)[-len(defaults) :].index("n_estimators")] = 3
+    monkeypatch.setattr(cf.ColourForest.__init__, "__defaults__", tuple(defaults))
+    row1 = run_config(synthetic_config("colour_forest"), **dirs)[0]
+    assert row1["fingerprint"] != row0["fingerprint"]
+    assert row1["all_params"]["n_estimators"] == 3
+
+
+def test_rows_record_provenance(dirs):
+    row = run_config(synthetic_config("class_prior"), **dirs)[0]
+    prov = row["provenance"]
+    assert set(prov) >= {"git_commit", "dirty", "code_hash", "lock_hash"}
+    assert isinstance(prov["dirty"], bool) and len(prov["code_hash"]) == 16
+    assert row["schema_version"] == 2
+    assert row["ci"]["block_length"] >= 1
+    assert set(row["per_sequence"]) == set(Synthetic("test", n_images=5, size=(32, 40)).groups)
+
+
+def test_nan_in_any_image_is_an_error_naming_it(dirs):
+    row = run_config(synthetic_config("nanlater"), **dirs)[0]
+    test = Synthetic("test", n_images=5, size=(32, 40))
+    assert row["status"] == "failed"
+    assert "NaN" in row["error"] and test.names[1] in row["error"]
+
+
+def test_another_config_with_the_same_name_is_refused(dirs):
+    run_config(synthetic_config("class_prior"), **dirs)
+    out = dirs["results_dir"] / "rows" / "quick" / "t"
+    before = {p.name: p.read_bytes() for p in out.glob("*.json")}
+    with pytest.raises(SegbenchError, match="other settings"):
+        run_config(synthetic_config("class_prior", eval_subset=3), **dirs)
+    assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
+
+
+@pytest.mark.parametrize("name", ["/tmp/abs", "../up", "a/b", "", ".hidden", 3])
+def test_config_names_are_plain_names(name):
+    with pytest.raises(SegbenchError, match="plain name"):
+        synthetic_config("class_prior", name=name)
+
+
+def test_a_second_run_of_the_same_group_is_refused(dirs):
+    from bench.runner import group_lock, rows_dir
+
+    cfg = synthetic_config("class_prior")
+    with group_lock(rows_dir(cfg, dirs["results_dir"])):
+        with pytest.raises(SegbenchError, match="another segbench run"):
+            run_config(cfg, **dirs)
+
+
+def test_wrong_sized_test_image_stops_the_run(dirs, camvid_copy):
+    from PIL import Image
+
+    cfg = parse_config(
+        {
+            "name": "c", "dataset": "camvid", "data_root": str(camvid_copy),
+            "train_split": "test", "val_split": None, "train_subset": 1, "bootstrap": 10,
+            "methods": ["class_prior"],
+        }
+    )  # fmt: skip
+    run_config(cfg, **dirs)
+    row = dirs["results_dir"] / "rows" / "quick" / "c" / "class_prior.seed0.json"
+    before = row.read_bytes()
+    image = camvid_copy / "camvid" / "test" / "0001TP_008580.png"
+    Image.open(image).resize((240, 180)).save(image)
+    with pytest.raises(SegbenchError, match="0001TP_008580.png: label is 480x360"):
+        run_config(cfg, force=True, **dirs)
+    assert row.read_bytes() == before

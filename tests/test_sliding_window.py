@@ -150,4 +150,8 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(data, tmp_path, mon
     last_b = torch.load(path, weights_only=True)
     for key, value in last_a["model"].items():
         assert torch.equal(value, last_b["model"][key]), key
-    assert whole.history_ == resumed.history_
+
+    def scores_only(history):  # epoch times differ between runs; everything else may not
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert scores_only(whole.history_) == scores_only(resumed.history_)

@@ -1,54 +1,68 @@
-"""The upsampling study's paired skip-connection gaps, on hand-made rows."""
+"""The upsampling study works from rows alone: skip gaps over seeds, noise floor, no checkpoints."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from deep.upsampling_study import noise_floor_lines, skip_gaps, to_markdown
+from bench.rows import row_stem, write_confusions
+from deep.upsampling_study import noise_floor_lines, skip_gaps, summarise_gaps, to_markdown
 
 
-def fake_row(folder, arch: str, diagonal: int, upsampling: str = "bilinear"):  # noqa: ANN001, ANN201
-    rng = np.random.default_rng(0)
-    per_image = rng.integers(0, 20, size=(6, 3, 3)) + diagonal * np.eye(3, dtype=np.int64)
+def fake_row(store: Path, arch: str, diagonal: int, seed: int = 0, upsampling: str = "bilinear"):  # noqa: ANN201
+    rng = np.random.default_rng(seed)
+    per_image = rng.integers(0, 20, size=(12, 3, 3)) + diagonal * np.eye(3, dtype=np.int64)
     name = f"{arch}_{upsampling}"
-    np.savez(folder / f"{name}.cm.npz", per_image=per_image, names=np.arange(6))
+    folder = store / "rows" / "quick" / "deep_cpu"
+    groups = ["a"] * 6 + ["b"] * 6
+    write_confusions(folder / f"{row_stem(name, seed)}.cm.npz", per_image, range(12), groups)
     total = per_image.sum(axis=0)
     tp = np.diag(total)
     miou = float(np.mean(tp / (total.sum(0) + total.sum(1) - tp)))
-    row = {"method": name, "profile": "quick", "config": "deep_cpu", "seed": 0, "miou": miou,
-           "all_params": {"arch": arch, "upsampling": upsampling}}  # fmt: skip
-    return folder, row
+    return {
+        "method": name, "profile": "quick", "config": "deep_cpu", "seed": seed, "miou": miou,
+        "all_params": {"arch": arch, "upsampling": upsampling},
+        "row_file": f"rows/quick/deep_cpu/{row_stem(name, seed)}.json",
+    }  # fmt: skip
 
 
-def test_skip_gaps_pair_the_bilinear_architectures(tmp_path) -> None:  # noqa: ANN001
-    found = [
-        fake_row(tmp_path, "fcn8s", 300),
-        fake_row(tmp_path, "fcn16s", 100),
-        fake_row(tmp_path, "fcn32s", 100),
-        fake_row(tmp_path, "fcn8s", 5, upsampling="nearest"),  # not part of the comparison
-    ]
-    gaps = {(g["a"], g["b"]): g for g in skip_gaps(found)}
-    assert set(gaps) == {
-        ("fcn8s_bilinear", "fcn16s_bilinear"),
-        ("fcn16s_bilinear", "fcn32s_bilinear"),
-        ("fcn8s_bilinear", "fcn32s_bilinear"),
-    }
-    clear = gaps[("fcn8s_bilinear", "fcn16s_bilinear")]
-    assert 0 < clear["low"] <= clear["gap"] <= clear["high"]
-    same = gaps[("fcn16s_bilinear", "fcn32s_bilinear")]
-    assert same["gap"] == 0 and same["low"] == same["high"] == 0  # identical matrices
-    assert "fcn8s_bilinear - fcn16s_bilinear" in to_markdown([], 1, list(gaps.values()))
-
-
-def test_noise_floor_is_the_gap_between_the_two_equal_layers() -> None:
-    entries = [
-        {"config": "deep_cpu", "upsampling": up, "method": name, "test_miou": miou}
-        for up, name, miou in (
-            ("transposed3", "t3", 0.25),
-            ("bed_of_nails_conv", "bn", 0.28),
-            ("bilinear", "bl", 0.3),
+def test_skip_gaps_pair_the_bilinear_architectures_per_seed(tmp_path: Path) -> None:
+    rows = [
+        r
+        for seed in (0, 1)
+        for r in (
+            fake_row(tmp_path, "fcn8s", 300, seed),
+            fake_row(tmp_path, "fcn16s", 100, seed),
+            fake_row(tmp_path, "fcn32s", 100, seed),
+            fake_row(tmp_path, "fcn8s", 5, seed, upsampling="nearest"),  # not compared
         )
     ]
+    gaps = skip_gaps(rows, tmp_path)
+    assert len(gaps) == 6 and {g["seed"] for g in gaps} == {0, 1}
+    pairs = {(g["a"], g["b"]) for g in gaps}
+    assert ("fcn8s_bilinear", "fcn16s_bilinear") in pairs
+    for g in gaps:
+        if g["b"] == "fcn16s_bilinear":
+            assert 0 < g["low"] <= g["gap"] <= g["high"]
+        if (g["a"], g["b"]) == ("fcn16s_bilinear", "fcn32s_bilinear"):
+            assert g["gap"] == 0 and g["low"] == g["high"] == 0  # identical matrices
+    summary = {(s["a"], s["b"]): s for s in summarise_gaps(gaps)}
+    clear = summary[("fcn8s_bilinear", "fcn16s_bilinear")]
+    assert clear["n_seeds"] == 2 and clear["above"] == 2 and clear["below"] == 0
+    assert "fcn8s_bilinear - fcn16s_bilinear" in to_markdown([], 1, gaps)
+
+
+def test_noise_floor_reports_the_equal_layers_per_seed_and_the_seed_spread() -> None:
+    entries = [
+        {"config": "deep_cpu", "upsampling": up, "method": name, "test_miou": mious,
+         "test_miou_sd": float(np.std(mious, ddof=1))}
+        for up, name, mious in (
+            ("transposed3", "t3", [0.25, 0.27]),
+            ("bed_of_nails_conv", "bn", [0.28, 0.26]),
+            ("bilinear", "bl", [0.30, 0.31]),
+        )
+    ]  # fmt: skip
     lines = noise_floor_lines(entries)
-    assert lines[-1] == "| deep_cpu | t3 vs bn | 3.0 |"
-    assert noise_floor_lines(entries[2:]) == []
+    assert lines[-1].startswith("| deep_cpu | 3.0, 1.0 |")
+    assert noise_floor_lines(entries[2:])[-1].startswith("| deep_cpu | - |")

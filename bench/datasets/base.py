@@ -55,6 +55,19 @@ class SegmentationDataset:
         """Where item ``index`` comes from (a file path), for error messages."""
         return f"{type(self).__name__}[{self.split}][{index}]"
 
+    #: Consecutive images per block of the bootstrap over this dataset's images (1: the images
+    #: are independent samples; video datasets set more, see bench.metrics.BLOCK_LENGTH).
+    block_length: int = 1
+
+    @property
+    def groups(self) -> list[str]:
+        """The group of each image, in the order of :attr:`names`: a video sequence, whose
+        frames are resampled in blocks of :attr:`block_length` within it.
+
+        By default all images form one group of independent images.
+        """
+        return ["all"] * len(self)
+
     # -- shared behaviour ---------------------------------------------------------------------
     @property
     def n_classes(self) -> int:

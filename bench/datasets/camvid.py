@@ -11,8 +11,15 @@ from bench.datasets.base import SegmentationDataset, evenly_spaced
 from bench.datasets.io import read_label, read_rgb
 from bench.datasets.root import data_root
 from bench.errors import SegbenchError
+from bench.metrics import BLOCK_LENGTH
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "select_train", "select")
+#: The selection splits: val is a stretch of drive 0016E5 between training frames of the same
+#: drive, so choices made on it are made on near-training data. Selection instead holds out a
+#: whole training sequence: fit on ``select_train`` (train without 0006R0, 266 frames), score
+#: ``select`` (the 101 frames of 0006R0), then refit on all of train with the choice.
+SELECTION = {"select_train": ("train", False), "select": ("train", True)}
+SELECTION_SEQUENCE = "0006R0"
 # The split lists carry SegNet's original absolute prefix; paths are taken relative to the root.
 _SPLIT_PREFIX = "/SegNet/CamVid/"
 
@@ -22,7 +29,9 @@ class CamVid(SegmentationDataset):
 
     Parameters
     ----------
-    split : {"train", "val", "test"}
+    split : {"train", "val", "test", "select_train", "select"}
+        ``select_train`` / ``select``: train without / only sequence 0006R0 (model selection
+        away from val and test, see :data:`SELECTION`).
     root : str or Path, optional
         The data root (one folder per dataset); CamVid is ``root/camvid``. Defaults to
         :func:`bench.datasets.root.data_root`.
@@ -50,6 +59,8 @@ class CamVid(SegmentationDataset):
         dtype=np.uint8,
     )  # fmt: skip
     ignore_index = 11
+    #: Frames of a drive are not independent: intervals resample blocks of consecutive frames.
+    block_length = BLOCK_LENGTH
 
     def __init__(
         self,
@@ -68,7 +79,8 @@ class CamVid(SegmentationDataset):
         self._names = [img.stem for img, _ in self._pairs]
 
     def _read_split_list(self) -> list[tuple[Path, Path]]:
-        list_file = self.root / f"{self.split}.txt"
+        source, keep = SELECTION.get(self.split, (self.split, None))
+        list_file = self.root / f"{source}.txt"
         if not list_file.is_file():
             raise SegbenchError(
                 f"{list_file}: CamVid split list not found (is the data root right? "
@@ -94,6 +106,8 @@ class CamVid(SegmentationDataset):
                     )
                 paths.append(path)
             pairs.append((paths[0], paths[1]))
+        if keep is not None:
+            pairs = [p for p in pairs if p[0].stem.startswith(SELECTION_SEQUENCE + "_") == keep]
         if not pairs:
             raise SegbenchError(f"{list_file}: the split list is empty")
         return pairs
@@ -101,6 +115,14 @@ class CamVid(SegmentationDataset):
     @property
     def names(self) -> list[str]:
         return self._names
+
+    @property
+    def groups(self) -> list[str]:
+        """The video sequence of each frame (0001TP, 0006R0, 0016E5, Seq05VD): the name's prefix.
+
+        Frames are in temporal order within a sequence in every split list.
+        """
+        return [name.split("_")[0] for name in self._names]
 
     def _describe(self, index: int) -> str:
         return str(self._pairs[index][1])
