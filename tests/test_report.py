@@ -1,4 +1,4 @@
-"""Reports from result files: tables, README, figures, and the pure helpers behind them."""
+"""Reports from a store's rows: flat tables, seeds summarised in the README, figures, helpers."""
 
 from __future__ import annotations
 
@@ -6,152 +6,53 @@ import json
 import logging
 import math
 import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-
-from bench.datasets.io import write_label
-from bench.errors import SegbenchError
-from bench.metrics import scores
-from bench.report import (
-    normalise_confusion,
-    pareto_front,
-    spread_labels,
-    write_report,
+from report_rows import (
+    BLOCK,
+    CLASSES,
+    ERROR,
+    N_BOOT,
+    SEQUENCES,
+    make_row,
+    per_image_cms,
+    stub_figures,
+    table_line,
+    write_rows,
 )
 
-CLASSES = ["ground", "stripes", "checks", "speckle"]
-SAMPLES = ["synthetic_test_0000", "synthetic_test_0002"]
-ENV = {
-    "python": "3.11.7",
-    "platform": "Linux",
-    "cpu": "Test CPU 9000",
-    "cpu_count": 2,
-    "git_commit": "abc1234",
-    "scikit-learn": "1.9.1",
-    "torch": "2.13.0+cpu",
-    "torch_threads": 2,
-    "device": "cpu",
-}
-ERROR = "RuntimeError: ran out of patience"
+from bench import metrics
+from bench.report import normalise_confusion, pareto_front, spread_labels, write_report
+from bench.report.gap import Gap
+from bench.report.markdown import MAIN_HEADER, gap_note
+from bench.report.publish import MANIFEST
+from bench.report.tables import Group, MethodSummary, results_table
+
+ALPHA = [per_image_cms(200, 0), per_image_cms(190, 5)]
+BETA = [per_image_cms(60, s, drop_last_class=True) for s in (1, 2, 3)]
 
 
-def per_image_cms(diagonal: int, seed: int, drop_last_class: bool = False) -> np.ndarray:
-    """Four images' confusion matrices: noise plus ``diagonal`` correct pixels per class."""
-    rng = np.random.default_rng(seed)
-    cms = rng.integers(0, 20, size=(4, 4, 4)) + diagonal * np.eye(4, dtype=np.int64)
-    if drop_last_class:  # a class that is neither in the ground truth nor predicted: IoU NaN
-        cms[:, 3, :] = 0
-        cms[:, :, 3] = 0
-    return cms.astype(np.int64)
-
-
-def make_row(method: str, profile: str, cms: np.ndarray | None, **extra) -> dict:
-    row = {
-        "method": method,
-        "method_name": method,
-        "params": {"depth": 3},
-        "all_params": {"depth": 3, "n_jobs": 1},
-        "config": "smoke",
-        "profile": profile,
-        "dataset": "synthetic",
-        "split": "test",
-        "resolution": "native",
-        "n_train": 8,
-        "n_images": 4,
-        "seed": 0,
-        "class_names": CLASSES,
-        "started": "2026-01-01T00:00:00+00:00",
-        "status": "failed" if cms is None else "ok",
-        "error": ERROR if cms is None else "",
-        "environment": ENV,
-        "fingerprint": "0123456789abcdef",
-        "schema_version": 2,
-        "provenance": {
-            "git_commit": "abc1234",
-            "dirty": False,
-            "code_hash": "c0de",
-            "lock_hash": "10c4",
-        },
-    }
-    if cms is not None:
-        s = scores(cms.sum(axis=0))
-        row.update(s)
-        row.update(
-            miou_ci_low=s["miou"] - 0.04,
-            miou_ci_high=s["miou"] + 0.03,
-            confusion=cms.sum(axis=0).tolist(),
-            bf_score=0.42,
-            fit_s=1.5,
-            predict_ms_median=12.0 if method == "alpha" else 3.0,
-            predict_ms_p90=15.0 if method == "alpha" else 4.0,
-            peak_mb=512.3,
-            peak_mb_fit=400.0,
-            finished="2026-01-01T00:01:00+00:00",
-            ci={"method": "moving-block bootstrap", "block_length": 10, "n_boot": 1000},
-            miou_mean_image=s["miou"] - 0.01,
-            per_sequence={
-                "s": {
-                    "miou": s["miou"],
-                    "global_acc": s["global_acc"],
-                    "mean_acc": s["mean_acc"],
-                    "n_images": 4,
-                }
-            },
-        )
-    row.update(extra)
-    return row
-
-
-def write_group(root: Path, profile: str, rows: list[dict], config: dict | None) -> Path:
-    """A ``rows/<profile>/smoke`` folder as the runner leaves it."""
-    folder = root / "rows" / profile / "smoke"
-    folder.mkdir(parents=True)
-    if config is not None:
-        (folder / "config.yaml").write_text(yaml.safe_dump(config))
-    rng = np.random.default_rng(1)
-    for row in rows:
-        stem = f"{row['method']}.seed{row['seed']}"
-        (folder / f"{stem}.json").write_text(json.dumps(row, indent=1))
-        if row["status"] != "ok":
-            continue
-        for name in SAMPLES:
-            label = rng.integers(0, 4, size=(32, 48)).astype(np.uint8)
-            write_label(folder / "samples" / stem / f"{name}.png", label)
-    return folder
-
-
-SYNTHETIC_CONFIG = {
-    "name": "smoke",
-    "dataset": "synthetic",
-    "data_root": None,
-    "split": "test",
-    "resolution": None,
-    "dataset_options": {"n_images": 4, "size": [32, 48]},
-}
+def alpha_row(seed: int, cms: np.ndarray, **extra) -> dict:
+    return make_row("alpha", cms, seed=seed, precision="bf16", pretrained="imagenet", **extra)
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> dict:
-    """Two profiles, one failed method, run once for all the tests that only read."""
+    """Two profiles, seeds, one failed method; run once for all the tests that only read."""
     root = tmp_path_factory.mktemp("results")
-    alpha_cms, beta_cms = per_image_cms(200, 0), per_image_cms(60, 1, drop_last_class=True)
     quick = [
-        make_row("alpha", "quick", alpha_cms, bf_score=0.42),
-        make_row("beta", "quick", beta_cms),
-        make_row("broken", "quick", None),
+        alpha_row(0, ALPHA[0], checkpoint={"reused": False, "train_seconds": 1.5}),
+        alpha_row(1, ALPHA[1], checkpoint={"reused": True, "train_seconds": 40.0}),
+        *(make_row("beta", cms, seed=s) for s, cms in zip((0, 1, 2), BETA, strict=True)),
+        make_row("broken", None),
     ]
-    folder = write_group(root, "quick", quick, SYNTHETIC_CONFIG)
-    names = np.array([f"synthetic_test_{i:04d}" for i in range(4)])
-    np.savez_compressed(folder / "alpha.seed0.cm.npz", per_image=alpha_cms, names=names)
-    np.savez_compressed(folder / "beta.seed0.cm.npz", per_image=beta_cms, names=names)
+    quick[0]["fit_summary"] = {"history": [{"epoch": 1, "loss": 0.5, "val_miou": 0.3}]}
+    write_rows(root, quick)
     # No config.yaml: the example figure must do without image and ground truth.
-    write_group(root, "full", [make_row("alpha", "full", per_image_cms(150, 2))], None)
-    stale = root / "figures" / "device_gone_examples.png"
+    write_rows(root, [make_row("alpha", per_image_cms(150, 2), profile="full")], config=None)
+    stale = root / "figures" / "device_gone_examples.png"  # an older report's, no manifest
     stale.parent.mkdir()
     stale.write_bytes(b"\x89PNG stale")
 
@@ -164,105 +65,188 @@ def report(tmp_path_factory) -> dict:
         table = write_report(root)
     finally:
         logger.removeHandler(handler)
-    return {"root": root, "table": table, "rows": quick, "logs": records, "stale": stale}
+    readme = (root / "README.md").read_text()
+    return {"root": root, "table": table, "rows": quick, "logs": records, "readme": readme}
 
 
-def table_line(readme: str, method: str) -> list[str]:
-    """The cells of ``method``'s line in the first table that has it."""
-    line = next(ln for ln in readme.splitlines() if ln.startswith(f"| {method} |"))
-    return [c.strip() for c in line.strip("|").split("|")]
+def quick_section(readme: str) -> str:
+    return readme[readme.index("profile `quick`") : readme.index("profile `full`")]
 
 
-# -- tables --------------------------------------------------------------------------------------
+# -- flat tables: one line per seed ---------------------------------------------------------------
 
 
 def test_parquet_round_trips_with_flat_columns(report):
     root = report["root"]
     parquet = pd.read_parquet(root / "results.parquet")
-    assert len(parquet) == 4
+    assert len(parquet) == 7  # every seed is a line
     columns = set(parquet.columns)
     assert {f"iou_{c}" for c in CLASSES} <= columns
     assert {f"acc_{c}" for c in CLASSES} <= columns
-    assert {"env_cpu", "env_torch", "env_git_commit", "params", "miou", "error"} <= columns
-    assert "bf_score" in columns  # an extra scalar key is kept
-    assert not {"confusion", "class_names", "environment"} & columns
+    for seq in ("0001TP", "Seq05VD"):
+        assert {f"miou_{seq}", f"global_acc_{seq}", f"mean_acc_{seq}", f"n_images_{seq}"} <= columns
+    assert {"env_cpu", "prov_code_hash", "prov_dirty", "ci_block_length", "ci_method"} <= columns
+    assert {"checkpoint_reused", "checkpoint_train_seconds", "precision", "pretrained"} <= columns
+    assert {"seed", "miou_mean_image", "params", "fit_summary", "error"} <= columns
+    assert not {"confusion", "class_names", "environment", "per_sequence", "ci"} & columns
     assert json.loads(parquet["params"].iloc[0]) == {"depth": 3}
-    assert (parquet["env_cpu"] == "Test CPU 9000").all()
-    pd.testing.assert_frame_equal(
-        parquet.reset_index(drop=True), report["table"], check_dtype=False
-    )
-    assert len(pd.read_csv(root / "results.csv")) == 4
+    assert json.loads(parquet["fit_summary"].iloc[0])["history"][0]["val_miou"] == 0.3
+    # Missing values: None in Parquet's object columns, NaN in the frame; the same otherwise.
+    plain = lambda df: df.astype(object).where(df.notna(), None)  # noqa: E731
+    pd.testing.assert_frame_equal(plain(parquet), plain(report["table"]), check_dtype=False)
+    assert len(pd.read_csv(root / "results.csv")) == 7
 
 
-def test_table_order_and_values(report):
+def test_table_keeps_seeds_together_best_method_first(report):
     table = report["table"]
-    # Profiles lightest first, then mIoU descending, the failed row last in its group.
-    assert list(zip(table["profile"], table["method"], strict=True)) == [
-        ("quick", "alpha"),
-        ("quick", "beta"),
-        ("quick", "broken"),
-        ("full", "alpha"),
+    assert list(zip(table["profile"], table["method"], table["seed"], strict=True)) == [
+        ("quick", "alpha", 0),
+        ("quick", "alpha", 1),
+        ("quick", "beta", 0),
+        ("quick", "beta", 1),
+        ("quick", "beta", 2),
+        ("quick", "broken", 0),
+        ("full", "alpha", 0),
     ]
     alpha = report["rows"][0]
     first = table.iloc[0]
     assert first["miou"] == pytest.approx(alpha["miou"])
+    assert first["miou_0001TP"] == pytest.approx(alpha["per_sequence"]["0001TP"]["miou"])
     assert first["iou_stripes"] == pytest.approx(alpha["per_class_iou"][1])
-    assert first["bf_score"] == pytest.approx(0.42)
-    assert math.isnan(table.iloc[1]["iou_speckle"])  # absent class stays NaN
-    broken = table.iloc[2]
+    assert math.isnan(table.iloc[2]["iou_speckle"])  # absent class stays NaN
+    broken = table.iloc[5]
     assert broken["status"] == "failed" and broken["error"] == ERROR
     assert math.isnan(broken["miou"])
 
 
-# -- README ------------------------------------------------------------------------------------
+# -- README: one line per method, seeds summarised -----------------------------------------------
 
 
-def test_readme_numbers_match_rows(report):
-    readme = (report["root"] / "README.md").read_text()
+def test_main_table_header_has_sequence_columns(report):
+    header = next(
+        ln for ln in quick_section(report["readme"]).splitlines() if ln.startswith("| method |")
+    )
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    at = MAIN_HEADER.index("BF %") + 1
+    assert cells == [*MAIN_HEADER[:at], "mIoU 0001TP %", "mIoU Seq05VD %", *MAIN_HEADER[at:]]
+    assert "95 % CI (lowest seed)" in cells
+
+
+def test_seeds_are_one_line_mean_and_sd(report):
+    section = quick_section(report["readme"])
+    rows = report["rows"]
+    alpha, beta = rows[:2], rows[2:5]
+    cells = table_line(section, "alpha")
+    miou = [r["miou"] for r in alpha]
+    assert cells[1] == "2"
+    assert cells[2] == f"{100 * np.mean(miou):.2f} ± {100 * np.std(miou, ddof=1):.2f}"
+    # The interval is the lowest seed's, not an average of intervals.
+    assert (
+        cells[3] == f"[{100 * alpha[0]['miou_ci_low']:.2f}, {100 * alpha[0]['miou_ci_high']:.2f}]"
+    )
+    mean = lambda key, rs: f"{100 * np.mean([r[key] for r in rs]):.2f}"  # noqa: E731
+    assert cells[4] == mean("miou_mean_image", alpha)
+    assert cells[5] == mean("mean_acc", alpha)
+    assert cells[6] == mean("global_acc", alpha)
+    assert cells[7] == "42.00"
+    seq = [r["per_sequence"]["Seq05VD"]["miou"] for r in alpha]
+    assert cells[9] == f"{100 * np.mean(seq):.2f}"
+    # One seed loaded its weights: the cell says what training them took.
+    assert cells[10] == "1.50 (loaded; trained 40.0)"
+    assert cells[11:] == ["12.0 (15.0)", "512", "bf16", "imagenet", "cpu"]
+
+    cells = table_line(section, "beta")
+    assert cells[1] == "3"
+    sd = np.std([r["miou"] for r in beta], ddof=1)
+    assert cells[2] == f"{100 * np.mean([r['miou'] for r in beta]):.2f} ± {100 * sd:.2f}"
+    assert cells[10:] == ["1.50", "3.00 (4.00)", "512", "-", "-", "cpu"]
+
+
+def test_one_seed_has_no_plus_minus(report):
+    readme = report["readme"]
+    full = readme[readme.index("profile `full`") :]
+    cells = table_line(full, "alpha")
+    assert cells[1] == "1" and "±" not in cells[2]
+
+
+def test_readme_preamble_failed_environment_and_command(report):
+    readme = report["readme"]
     assert readme.splitlines()[0].startswith("> Generated by `segbench report`")
-    assert "Do not edit by hand" in readme.splitlines()[0]
-    alpha, beta = report["rows"][0], report["rows"][1]
-    cells = table_line(readme, "alpha")
-    lo, hi = 100 * alpha["miou_ci_low"], 100 * alpha["miou_ci_high"]
-    assert cells[1] == "1"  # one seed: no "±"
-    assert cells[2] == f"{100 * alpha['miou']:.2f}"
-    assert cells[3] == f"[{lo:.2f}, {hi:.2f}]"
-    assert cells[4] == f"{100 * alpha['miou_mean_image']:.2f}"
-    assert cells[5] == f"s {100 * alpha['miou']:.1f}"
-    assert cells[6] == f"{100 * alpha['global_acc']:.2f}"
-    assert cells[7] == f"{100 * alpha['mean_acc']:.2f}"
-    assert cells[8:] == ["42.00", "1.50", "12.0 (15.0)", "512", "-", "-", "cpu"]
-    # Best first within the group.
-    assert readme.index("| alpha |") < readme.index("| beta |")
-    # Per-class IoU in %, NaN (class absent everywhere) shown as "-".
-    iou = " | ".join(f"{100 * v:.1f}" for v in beta["per_class_iou"][:3])
-    assert f"| beta | {iou} | - |" in readme.splitlines()
-
-
-def test_readme_failed_environment_and_command(report):
-    readme = (report["root"] / "README.md").read_text()
-    assert f"- `broken`: {ERROR}" in readme
+    assert "dataset-level" in readme and "mIoU/image averages each image's own mIoU" in readme
+    assert "lowest seed's moving-block bootstrap" in readme
+    assert f"- `broken` seed 0: {ERROR}" in readme
     assert "| broken |" not in readme  # listed below the table, not in it
-    assert "paired" in readme and "not training variance" in readme
     assert "CPU Test CPU 9000" in readme and "`abc1234`" in readme and "torch 2.13.0+cpu" in readme
     assert readme.count("`segbench run configs/smoke.yaml`") == 2
     sections = re.findall(r"^## .*$", readme, flags=re.M)
     assert len(sections) == 2 and "`quick`" in sections[0] and "`full`" in sections[1]
+    # Per-class IoU in %, mean over seeds; a class absent everywhere shown as "-".
+    beta = report["rows"][2:5]
+    per_class = np.nanmean([r["per_class_iou"][:3] for r in beta], axis=0)
+    iou = " | ".join(f"{100 * v:.1f}" for v in per_class)
+    assert f"| beta | {iou} | - |" in readme.splitlines()
 
 
-def test_readme_links_existing_figures(report):
-    root = report["root"]
-    readme = (root / "README.md").read_text()
-    links = re.findall(r"\]\((figures/[^)]+)\)", readme)
-    assert "figures/quick_smoke_miou_vs_speed.png" in links
-    assert all((root / link).is_file() for link in links)
+def test_top_two_gap_is_the_paired_block_bootstrap_in_words(report):
+    section = quick_section(report["readme"])
+    low, high = metrics.paired_bootstrap_diff(
+        ALPHA[0], BETA[0], n_boot=N_BOOT, seed=0, groups=SEQUENCES, block_length=BLOCK
+    )
+    diff = report["rows"][0]["miou"] - report["rows"][2]["miou"]
+    note = next(ln for ln in section.splitlines() if ln.startswith("**Top two:**"))
+    assert f"= {100 * diff:+.2f} points for the seed-0 models" in note
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in note
+    assert f"blocks of {BLOCK} consecutive frames within each of the 2 test sequences" in note
+    assert "test-set sampling only" in note and "not training variance" in note
+    assert "excludes 0: on test frames like these, `alpha` scores above `beta`" in note
+    assert "sd of mIoU over seeds" in note and "(`beta`, 3 seeds)" in note
+    assert "resampled test sets" not in section  # the old verdict is gone
+
+
+def _summary(method: str, mious: list[float]) -> MethodSummary:
+    rows = [{"method": method, "seed": s, "miou": m} for s, m in enumerate(mious)]
+    return MethodSummary(method, tuple(rows))
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [
+        (0.01, 0.03, "`a` scores above `b` for these trained models (seed 0)"),
+        (-0.01, 0.03, "The interval contains 0"),
+        (-0.03, -0.01, "`b` scores above `a` for these trained models (seed 0), although"),
+    ],
+)
+def test_gap_note_verdicts(low, high, expected):
+    gap = Gap(_summary("a", [0.5]), _summary("b", [0.48]), 0, 0.02, low, high, "resampling")
+    note = gap_note(gap)
+    assert expected in note
+    assert "Training variance is not measured here" in note  # one seed each
+    two = Gap(_summary("a", [0.5, 0.52]), _summary("b", [0.48, 0.47]), 0, 0.02, low, high, "r")
+    assert "the seed spread: sd of mIoU over seeds 1.41 points (`a`, 2 seeds)" in gap_note(two)
+
+
+def test_gap_falls_back_without_block_bootstrap(tmp_path, monkeypatch):
+    """bench.metrics without ``groups=``/``block_length=``: single images, said so."""
+    stub_figures(monkeypatch)
+    plain = metrics.paired_bootstrap_diff
+
+    def old_signature(a, b, n_boot=1000, level=0.95, seed=0):
+        return plain(a, b, n_boot=n_boot, level=level, seed=seed)
+
+    monkeypatch.setattr(metrics, "paired_bootstrap_diff", old_signature)
+    write_rows(tmp_path, [make_row("alpha", ALPHA[0]), make_row("beta", BETA[0])], samples=False)
+    write_report(tmp_path)
+    note = next(ln for ln in (tmp_path / "README.md").read_text().splitlines() if "Top two" in ln)
+    low, high = plain(ALPHA[0], BETA[0], n_boot=N_BOOT, seed=0)
+    assert f"[{100 * low:+.2f}, {100 * high:+.2f}] (bootstrap of single test images" in note
 
 
 # -- figures ---------------------------------------------------------------------------------
 
 
-def test_figures_written_and_stale_removed(report):
-    figures = report["root"] / "figures"
+def test_figures_written_linked_and_listed(report):
+    root = report["root"]
+    figures = root / "figures"
     expected = {
         f"{profile}_smoke_{kind}.png"
         for profile in ("quick", "full")
@@ -271,7 +255,13 @@ def test_figures_written_and_stale_removed(report):
     assert {p.name for p in figures.glob("*.png")} == expected  # none for the failed method
     for name in expected:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not report["stale"].exists()
+    assert set(json.loads((figures / MANIFEST).read_text())["figures"]) == expected
+    links = re.findall(r"\]\((figures/[^)]+)\)", report["readme"])
+    assert "figures/quick_smoke_miou_vs_speed.png" in links
+    assert all((root / link).is_file() for link in links)
+    # An older report's figure of a group that is gone (no manifest then: judged by its name).
+    assert not (figures / "device_gone_examples.png").exists()
+    assert not list(root.glob(".report-staging-*")) and not list(root.glob(".figures-old-*"))
 
 
 def test_examples_without_dataset_warns(report):
@@ -284,49 +274,36 @@ def test_examples_without_dataset_warns(report):
     assert full < quick
 
 
-def test_removed_group_loses_its_figures_and_empty_report(tmp_path):
-    write_group(tmp_path, "full", [make_row("alpha", "full", per_image_cms(150, 2))], None)
-    for path in (tmp_path / "rows" / "full" / "smoke" / "samples").rglob("*.png"):
-        path.unlink()  # no samples: no example figure, a faster test
+def test_examples_use_the_lowest_seeds_samples(tmp_path, monkeypatch):
+    from bench.report import figures
+
+    seen = {}
+    monkeypatch.setattr(figures, "plot_miou_vs_speed", lambda group, path: None)
+    monkeypatch.setattr(figures, "plot_per_class_iou", lambda group, path: None)
+    monkeypatch.setattr(figures, "plot_confusion", lambda m, group, path: path)
+    monkeypatch.setattr(
+        figures, "plot_examples", lambda group, path: seen.update(
+            {m.method: figures.sample_dir(group, m) for m in group.methods}
+        )
+    )  # fmt: skip
+    write_rows(tmp_path, [make_row("alpha", ALPHA[1], seed=3), make_row("alpha", ALPHA[0], seed=7)])
     write_report(tmp_path)
-    assert len(list((tmp_path / "figures").glob("full_smoke_*.png"))) == 3
-    (tmp_path / "figures" / "notes.txt").write_text("mine")
-
-    shutil.rmtree(tmp_path / "rows" / "full")  # the profile's rows are gone
-    table = write_report(tmp_path)
-    assert table.empty
-    assert list((tmp_path / "figures").glob("*.png")) == []
-    assert (tmp_path / "figures" / "notes.txt").exists()  # only report figures are removed
-    assert "No runs yet" in (tmp_path / "README.md").read_text()
-    assert len(pd.read_parquet(tmp_path / "results.parquet")) == 0
+    assert seen["alpha"].name == "alpha.seed3" and seen["alpha"].is_dir()
 
 
-def test_missing_rows_folder_is_an_empty_report(tmp_path):
-    write_report(tmp_path)
-    assert "No runs yet" in (tmp_path / "README.md").read_text()
+# -- groups ------------------------------------------------------------------------------------
 
 
-# -- invalid rows ------------------------------------------------------------------------------
+def test_images_as_their_own_groups_give_no_sequence_columns():
+    row = make_row("alpha", ALPHA[0])
+    row["per_sequence"] = metrics.scores_by_group(ALPHA[0], [f"img{i}" for i in range(6)])
+    group = Group("synthetic", "test", "quick", "smoke", folder=None, rows=[row])
+    assert group.sequences == []
 
 
-def test_malformed_json_names_the_file(tmp_path):
-    folder = tmp_path / "rows" / "quick" / "smoke"
-    folder.mkdir(parents=True)
-    (folder / "alpha.json").write_text(json.dumps(make_row("alpha", "quick", per_image_cms(9, 0))))
-    (folder / "bad.json").write_text('{"method": "bad", ')
-    with pytest.raises(SegbenchError, match=r"bad\.json: not valid JSON"):
-        write_report(tmp_path)
-    assert not (tmp_path / "README.md").exists()  # nothing written from a broken set
-
-
-def test_row_missing_keys_names_the_file_and_key(tmp_path):
-    row = make_row("alpha", "quick", per_image_cms(9, 0))
-    del row["per_class_iou"]
-    folder = tmp_path / "rows" / "quick" / "smoke"
-    folder.mkdir(parents=True)
-    (folder / "alpha.json").write_text(json.dumps(row))
-    with pytest.raises(SegbenchError, match=r"alpha\.json: missing key\(s\) per_class_iou"):
-        write_report(tmp_path)
+def test_results_table_of_no_rows_is_empty_with_columns():
+    table = results_table([])
+    assert table.empty and {"miou", "seed", "method"} <= set(table.columns)
 
 
 # -- pure helpers --------------------------------------------------------------------------------
@@ -359,70 +336,3 @@ def test_spread_labels_separates_close_labels_and_leaves_lone_ones():
     tops = points[:3, 1] + shifts[:3]
     gaps = np.abs(tops[:, None] - tops[None, :])[np.triu_indices(3, 1)]
     assert (gaps >= 10.0 - 1e-9).all()  # the three clustered labels no longer overlap
-
-
-def test_seeds_are_one_line_with_mean_and_sd(tmp_path):
-    rows = [make_row("alpha", "quick", per_image_cms(200 + 40 * k, k), seed=k) for k in range(3)]
-    write_group(tmp_path, "quick", rows, None)
-    write_report(tmp_path)
-    readme = (tmp_path / "README.md").read_text()
-    cells = table_line(readme, "alpha")
-    mious = np.array([r["miou"] for r in rows])
-    assert cells[1] == "3"
-    assert cells[2] == f"{100 * mious.mean():.2f} ± {100 * mious.std(ddof=1):.2f}"
-    lo, hi = 100 * rows[0]["miou_ci_low"], 100 * rows[0]["miou_ci_high"]
-    assert cells[3] == f"[{lo:.2f}, {hi:.2f}]"  # the lowest seed's interval
-    assert len(pd.read_csv(tmp_path / "results.csv")) == 3  # one line per seed
-
-
-def test_a_users_report_compares_with_the_reference(tmp_path):
-    cms = per_image_cms(200, 0)
-    ref = make_row("alpha", "quick", cms, fit_s=2.0)
-    same = make_row("beta", "quick", per_image_cms(60, 1))
-    write_group(tmp_path / "ref", "quick", [ref, same], None)
-    mine = make_row("alpha", "quick", per_image_cms(190, 0), fit_s=3.0)
-    mine["provenance"] = {**mine["provenance"], "code_hash": "newer"}
-    write_group(tmp_path / "mine", "quick", [mine, dict(same)], None)
-    write_report(tmp_path / "mine", reference_dir=tmp_path / "ref")
-    readme = (tmp_path / "mine" / "README.md").read_text()
-    assert "Your run beside the reference" in readme
-    assert "2 rows in both: 1 identical" in readme
-    diff = 100 * (mine["miou"] - ref["miou"])
-    line = next(x for x in readme.splitlines() if x.startswith("| smoke/alpha |"))
-    assert f"{diff:+.2f} (reference computed by other code)" in line and "| 1.50 |" in line
-    assert "| smoke/beta | 0 |" in readme and "identical" in readme
-
-
-def test_report_keeps_the_study_figure(tmp_path):
-    write_group(tmp_path, "quick", [make_row("alpha", "quick", per_image_cms(200, 0))], None)
-    study = tmp_path / "figures" / "upsampling_quick_deep_cpu.png"
-    study.parent.mkdir(parents=True)
-    study.write_bytes(b"\x89PNG study")
-    write_report(tmp_path)
-    assert study.read_bytes() == b"\x89PNG study"
-
-
-def test_an_old_schema_row_is_refused_and_nothing_written(tmp_path):
-    row = make_row("alpha", "quick", per_image_cms(200, 0))
-    row.pop("schema_version")
-    write_group(tmp_path, "quick", [row], None)
-    with pytest.raises(SegbenchError, match="row schema 1 is not this code's schema 2"):
-        write_report(tmp_path)
-    assert not (tmp_path / "README.md").exists() and not (tmp_path / "results.csv").exists()
-
-
-def test_a_failing_figure_leaves_the_old_report(tmp_path, monkeypatch):
-    import bench.report as report_module
-
-    write_group(tmp_path, "quick", [make_row("alpha", "quick", per_image_cms(200, 0))], None)
-    write_report(tmp_path)
-    before = {p: p.read_bytes() for p in (tmp_path / "README.md", tmp_path / "results.csv")}
-
-    def boom(*args, **kwargs):
-        raise RuntimeError("disk full")
-
-    monkeypatch.setattr(report_module, "plot_per_class_iou", boom)
-    with pytest.raises(RuntimeError):
-        write_report(tmp_path)
-    assert {p: p.read_bytes() for p in before} == before
-    assert not list(tmp_path.rglob("*.tmp"))

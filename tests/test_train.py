@@ -14,6 +14,7 @@ from deep.train import (
     ArrayData,
     TrainConfig,
     augment,
+    cpu_has_bf16,
     load_arrays,
     load_checkpoint,
     median_frequency_weights,
@@ -51,9 +52,17 @@ def tiny_data(n: int) -> tuple[ArrayData, ArrayData]:
     return tr, va
 
 
-def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize(
+    "precision",
+    [
+        "fp32",
+        # bf16 autocast, channels-last and the fused AdamW must be as deterministic as float32
+        pytest.param("bf16", marks=pytest.mark.skipif(not cpu_has_bf16(), reason="no native bf16")),
+    ],
+)
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path, precision: str) -> None:  # noqa: ANN001
     tr, va = tiny_data(8)
-    cfg = TrainConfig(epochs=3, batch_size=4, lr=3e-3, crop=(32, 32), seed=5)
+    cfg = TrainConfig(epochs=3, batch_size=4, lr=3e-3, crop=(32, 32), seed=5, precision=precision)
 
     def fresh():  # noqa: ANN202
         torch.manual_seed(0)
@@ -71,6 +80,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path) -> None:
 
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in full.history]
     assert resumed.best_epoch == full.best_epoch and resumed.completed
+    assert resumed.precision == full.precision == precision
     a = load_checkpoint(tmp_path / "whole" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "killed" / "last.pt")["model"]
     for key in a:
