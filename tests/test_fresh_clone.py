@@ -81,7 +81,10 @@ def test_a_fresh_clone_runs_for_its_user_and_keeps_the_reference(tmp_path: Path)
         assert row["provenance"]["dirty"] is False  # results/ and runs/ do not count
     # the user's report compares with the reference
     report = (clone / "runs" / "results" / "README.md").read_text()
-    assert "reference" in report.lower()
+    assert "Against the reference" in report
+    for method in ("class_prior", "colour_forest"):
+        line = next(x for x in report.splitlines() if x.startswith(f"| {method} | 0 |"))
+        assert "| identical |" in line, line
 
     # resume within the user's own runs
     again = _segbench(clone, "run", "configs/smoke.yaml", "--no-report")
