@@ -1,4 +1,5 @@
-"""FCN-32s/16s/8s trained from scratch, as a segbench method (registered as ``fcn``)."""
+"""FCN-32s/16s/8s as a segbench method (registered as ``fcn``): a VGG-like encoder trained from
+scratch, or an ImageNet-pretrained EfficientNet-Lite0 encoder (:mod:`deep.lite_fcn`)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from bench.datasets.root import REPO_ROOT
 from bench.method import SegmentationMethod
 from bench.provenance import code_hash
 from deep.checkerboard import checkerboard_index, margin
+from deep.efficientnet_lite import INPUT_MEAN, INPUT_STD
 from deep.fcn8s import FCN8s
 from deep.fcn16s import FCN16s
 from deep.fcn32s import FCN32s
+from deep.lite_fcn import LiteFCN
 from deep.train import (
     TrainConfig,
     forward_logits,
@@ -34,6 +37,11 @@ from deep.upsampling import upsampling_class
 log = logging.getLogger(__name__)
 
 ARCHS: dict[str, type[nn.Module]] = {"fcn32s": FCN32s, "fcn16s": FCN16s, "fcn8s": FCN8s}
+#: Encoders, and the pretrained weights each can start from (None: random initialisation).
+ENCODERS: dict[str, tuple[str | None, ...]] = {
+    "vgg": (None,),
+    "efficientnet_lite0": (None, "imagenet"),
+}
 CHECKPOINT_ROOT = REPO_ROOT / "runs" / "checkpoints"
 #: Val images whose logits give the checkerboard index stored in the row.
 DIAGNOSTIC_IMAGES = 8
@@ -58,18 +66,55 @@ def build_network(
     width: int,
     mean: torch.Tensor | None = None,
     std: torch.Tensor | None = None,
+    encoder: str = "vgg",
+    pretrained: str | None = None,
+    freeze_at: int = 0,
 ) -> nn.Sequential:
-    """Normalisation followed by the FCN ``arch`` with ``upsampling`` layers."""
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    """Normalisation followed by the FCN ``arch`` with ``upsampling`` layers on ``encoder``.
+
+    The VGG-like encoder normalises with the training set's ``mean`` and ``std``; the
+    EfficientNet-Lite0 encoder with the fixed scaling its ImageNet weights were trained with.
+    """
+    check_encoder(arch, encoder, pretrained, freeze_at)
+    if encoder == "efficientnet_lite0":
+        mean, std = torch.full((3,), INPUT_MEAN), torch.full((3,), INPUT_STD)
+        net = LiteFCN(
+            n_classes,
+            arch,
+            width,
+            upsampling_class(upsampling),
+            pretrained=pretrained == "imagenet",
+            freeze_at=freeze_at,
+        )
+        return nn.Sequential(Normalize(mean, std), net)
     mean = torch.zeros(3) if mean is None else torch.as_tensor(mean)
     std = torch.ones(3) if std is None else torch.as_tensor(std)
     net = ARCHS[arch](n_classes, width, upsampling_class(upsampling))
     return nn.Sequential(Normalize(mean, std), net)
 
 
+def check_encoder(arch: str, encoder: str, pretrained: str | None, freeze_at: int) -> None:
+    """One ``ValueError`` naming the setting, for an arch/encoder/weights combination that
+    does not exist (raised before any data is loaded or weights are read)."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    if encoder not in ENCODERS:
+        raise ValueError(f"encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    if pretrained not in ENCODERS[encoder]:
+        choices = ", ".join(repr(p) for p in ENCODERS[encoder])
+        raise ValueError(
+            f"pretrained must be one of {choices} for encoder {encoder!r}, got {pretrained!r}"
+        )
+    if freeze_at and pretrained is None:
+        raise ValueError(f"freeze_at={freeze_at!r} freezes pretrained layers: set pretrained")
+
+
 class FCN(SegmentationMethod):
-    """Fully convolutional network (Long et al. 2015) trained from scratch on the training split.
+    """Fully convolutional network (Long et al. 2015) trained on the training split.
+
+    The encoder is VGG-like and trained from scratch (``encoder="vgg"``), or EfficientNet-Lite0
+    (``encoder="efficientnet_lite0"``), optionally starting from its ImageNet weights
+    (``pretrained="imagenet"``, shipped with a pinned package: nothing is downloaded).
 
     Training (see :mod:`deep.train`) uses median-frequency-balanced cross-entropy, scale, crop
     and flip augmentation, AdamW or SGD with warm-up and cosine decay, and mixed precision on
@@ -84,7 +129,17 @@ class FCN(SegmentationMethod):
         A name from :data:`deep.upsampling.UPSAMPLING` (``"bilinear"``, ``"transposed4"``...):
         the class of every x2 decoder layer.
     width : int
-        Channels of the encoder's first stage (64 = VGG-16's widths).
+        Channels of the VGG encoder's first stage (64 = VGG-16's widths); with the
+        EfficientNet-Lite0 encoder, the channels of the skip decoder.
+    encoder : {"vgg", "efficientnet_lite0"}
+    pretrained : {None, "imagenet"}
+        Start the encoder from ImageNet weights (EfficientNet-Lite0 only).
+    freeze_at : {0, 2, 4, 8}
+        With pretrained weights: encoder layers up to this stride are not trained.
+    keep : {"best", "last"}
+        Which epoch's weights the fit ends with: the best on ``val_dataset`` (the choice is
+        then made on that split) or the last (the epoch count chosen elsewhere, e.g. on the
+        selection split; ``val_dataset`` then only draws the learning curve).
     epochs, batch_size : int
     lr, weight_decay : float
     optimizer : {"adamw", "sgd"}
@@ -123,6 +178,10 @@ class FCN(SegmentationMethod):
         scale: list[float] | tuple[float, float] = (0.75, 1.25),
         device: str = "auto",
         precision: str = "auto",
+        encoder: str = "vgg",
+        pretrained: str | None = None,
+        freeze_at: int = 0,
+        keep: str = "best",
         n_threads: int | None = None,
         resume: bool = True,
         random_state: int = 0,
@@ -139,6 +198,10 @@ class FCN(SegmentationMethod):
         self.scale = scale
         self.device = device
         self.precision = precision
+        self.encoder = encoder
+        self.pretrained = pretrained
+        self.freeze_at = freeze_at
+        self.keep = keep
         self.n_threads = n_threads
         self.resume = resume
         self.random_state = random_state
@@ -156,6 +219,7 @@ class FCN(SegmentationMethod):
             scale=(float(self.scale[0]), float(self.scale[1])),
             seed=self.random_state,
             precision=self.precision,
+            keep=self.keep,
         )
 
     def checkpoint_key(self, dataset, val_dataset=None) -> dict:  # noqa: ANN001
@@ -198,20 +262,33 @@ class FCN(SegmentationMethod):
         self.device_ = resolve_device(self.device)
         # a setting the device cannot run fails here, before any data is loaded
         self.precision_ = resolve_precision(self.precision, self.device_)
+        check_encoder(self.arch, self.encoder, self.pretrained, self.freeze_at)
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
         train_data = load_arrays(dataset)
         val_data = load_arrays(val_dataset) if val_dataset is not None else None
         pixels = train_data.images.reshape(-1, 3).float()
         mean, std = pixels.mean(dim=0), pixels.std(dim=0)
         self.network_ = build_network(
-            self.arch, self.upsampling, self.n_classes_, self.width, mean, std
+            self.arch,
+            self.upsampling,
+            self.n_classes_,
+            self.width,
+            mean,
+            std,
+            self.encoder,
+            self.pretrained,
+            self.freeze_at,
         )
         self.checkpoint_dir_ = self.checkpoint_dir(dataset, val_dataset)
         if not self.resume and (self.checkpoint_dir_ / "last.pt").is_file():
             (self.checkpoint_dir_ / "last.pt").unlink()
         log.info(
-            "training %s/%s (width %d, %.2f M parameters) on %s -> %s",
+            "training %s/%s on %s%s (width %d, %.2f M parameters) on %s -> %s",
             self.arch,
             self.upsampling,
+            self.encoder,
+            f" ({self.pretrained})" if self.pretrained else "",
             self.width,
             sum(p.numel() for p in self.network_.parameters()) / 1e6,
             self.device_,
@@ -267,7 +344,7 @@ class FCN(SegmentationMethod):
             "checkerboard": self.checkerboard_,
             "checkerboard_window": self.checkerboard_window_,
             "precision": self.precision_,
-            "pretrained": None,
+            "pretrained": self.pretrained,
         }
 
     # -- inference --------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class TrainConfig:
     hflip: bool = True
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
+    keep: str = "best"  # the weights train() ends with: "best" val epoch or "last" epoch
 
 
 @dataclass
@@ -284,14 +285,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, precision: str) -> torch.
     """
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             fused=True if precision != "fp32" else None,
         )
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            [p for p in model.parameters() if p.requires_grad],
             lr=cfg.lr,
             momentum=cfg.momentum,
             weight_decay=cfg.weight_decay,
@@ -375,8 +376,9 @@ def train(
 ) -> TrainResult:
     """Train ``model`` in place, resuming from ``checkpoint_dir/last.pt`` when it exists.
 
-    On return the model holds the best validation epoch's weights (the last epoch's without
-    validation data).
+    On return the model holds the best validation epoch's weights when ``cfg.keep`` is
+    ``"best"``, the last epoch's when it is ``"last"`` or there is no validation data (which
+    then only records the learning curve).
 
     Parameters
     ----------
@@ -420,6 +422,8 @@ def train(
     criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=train_data.ignore_index)
     bs = min(cfg.batch_size, len(train_data))
     steps = len(train_data) // bs  # drop the last partial batch: batch norm dislikes tiny ones
+    if cfg.keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {cfg.keep!r}")
     optimizer = make_optimizer(model, cfg, precision)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -493,7 +497,7 @@ def train(
         if stop_after is not None and epoch >= stop_after:
             break
 
-    if val_data is not None and (checkpoint_dir / "best.pt").is_file():
+    if cfg.keep == "best" and val_data is not None and (checkpoint_dir / "best.pt").is_file():
         model.load_state_dict(load_checkpoint(checkpoint_dir / "best.pt", dev)["model"])
     return result
 
