@@ -44,6 +44,22 @@ def _gt_lookup(n_classes: int, ignore_index: int) -> np.ndarray:
     return lut
 
 
+def _byte_pair_counts(index: np.ndarray) -> np.ndarray:
+    """Counts (256,) of the values of a uint8 array, two values per ``np.bincount`` slot.
+
+    ``np.bincount`` spends most of its time converting its input to 8-byte integers; reading
+    the bytes in pairs as uint16 halves the conversions, and the row and column sums of the
+    65536 bins give the count of each byte (whichever byte order the machine has).
+    """
+    index = index.ravel()
+    even = index.size - index.size % 2
+    pairs = np.bincount(index[:even].view(np.uint16), minlength=65536).reshape(256, 256)
+    counts = pairs.sum(axis=0) + pairs.sum(axis=1)
+    if even < index.size:
+        counts[index[-1]] += 1
+    return counts
+
+
 def confusion_matrix(
     pred: np.ndarray, gt: np.ndarray, n_classes: int, ignore_index: int
 ) -> np.ndarray:
@@ -82,10 +98,23 @@ def confusion_matrix(
         lo, hi = int(pred.min()), int(pred.max())
         if lo < 0 or hi >= c:
             raise ValueError(f"predictions must lie in 0..{c - 1}, got values in {lo}..{hi}")
-    index = _gt_lookup(c, ignore_index)[gt.ravel()]
-    index += pred.ravel()
-    counts = np.bincount(index, minlength=c * c + 2 * c)
-    if counts[c * c + c :].any():
+    if c * c + c <= 256 and c <= ignore_index:
+        # Up to 15 classes, every cell index g * C + p fits in a byte when the ground truth is
+        # first clipped to C (void and invalid values land in a dump row C): all in uint8
+        # arithmetic, no lookup table, then byte-pair counting. About twice the throughput of
+        # the np.bincount(n * gt + pred) idiom (`segbench benchmark evaluator`).
+        clipped = np.minimum(gt, np.uint8(c))
+        n_void = np.count_nonzero(gt == ignore_index) if ignore_index < 256 else 0
+        invalid = np.count_nonzero(clipped == c) != n_void
+        index = clipped * np.uint8(c)
+        index += pred.astype(np.uint8, copy=False)
+        counts = _byte_pair_counts(index)
+    else:
+        index = _gt_lookup(c, ignore_index)[gt.ravel()]
+        index += pred.ravel()
+        counts = np.bincount(index, minlength=c * c + 2 * c)
+        invalid = counts[c * c + c :].any()
+    if invalid:
         bad = sorted(set(np.unique(gt).tolist()) - set(range(c)) - {ignore_index})
         raise ValueError(
             f"ground-truth values {bad} are neither a class (0..{c - 1}) nor the ignore index"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import pickle
 from pathlib import Path
 from typing import NamedTuple
 
@@ -200,7 +201,7 @@ def load_imagenet_weights(model: EfficientNetLite0, path: Path | None = None) ->
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, ValueError, KeyError, OSError) as err:
+    except (RuntimeError, ValueError, KeyError, OSError, EOFError, pickle.UnpicklingError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"{path} is not an EfficientNet-Lite0 state dict this code can load: {first}"

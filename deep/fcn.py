@@ -23,7 +23,7 @@ from deep.efficientnet_lite import INPUT_MEAN, INPUT_STD
 from deep.fcn8s import FCN8s
 from deep.fcn16s import FCN16s
 from deep.fcn32s import FCN32s
-from deep.lite_fcn import LiteFCN
+from deep.lite_fcn import FREEZE_AT, LiteFCN
 from deep.train import (
     TrainConfig,
     forward_logits,
@@ -105,6 +105,8 @@ def check_encoder(arch: str, encoder: str, pretrained: str | None, freeze_at: in
         raise ValueError(
             f"pretrained must be one of {choices} for encoder {encoder!r}, got {pretrained!r}"
         )
+    if freeze_at not in FREEZE_AT or isinstance(freeze_at, bool):
+        raise ValueError(f"freeze_at must be one of {FREEZE_AT}, got {freeze_at!r}")
     if freeze_at and pretrained is None:
         raise ValueError(f"freeze_at={freeze_at!r} freezes pretrained layers: set pretrained")
 

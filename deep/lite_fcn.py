@@ -27,6 +27,8 @@ from deep.upsampling import Bilinear
 
 #: Skips (as indices into the encoder's feature maps: 3 = stride 16, 2 = stride 8) of each arch.
 SKIPS = {"fcn32s": (), "fcn16s": (3,), "fcn8s": (3, 2)}
+#: Values of ``freeze_at``: the stride up to which encoder layers are frozen (0: none).
+FREEZE_AT = (0, 2, 4, 8)
 
 
 class LiteFCN(nn.Module):
@@ -70,8 +72,8 @@ class LiteFCN(nn.Module):
         if pretrained:
             load_imagenet_weights(self.encoder)
         del self.encoder._fc  # the ImageNet classifier is not part of the FCN
-        if freeze_at not in (0, 2, 4, 8):
-            raise ValueError(f"freeze_at must be 0, 2, 4 or 8, got {freeze_at!r}")
+        if freeze_at not in FREEZE_AT:
+            raise ValueError(f"freeze_at must be one of {FREEZE_AT}, got {freeze_at!r}")
         self.frozen = nn.ModuleList(self.encoder.layers_up_to(freeze_at) if freeze_at else [])
         for p in self.frozen.parameters():
             p.requires_grad_(False)

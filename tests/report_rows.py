@@ -173,5 +173,8 @@ def stub_figures(monkeypatch) -> None:
         path.write_bytes(b"\x89PNG\r\n\x1a\n stub")
         return path
 
-    for name in ("plot_miou_vs_speed", "plot_per_class_iou", "plot_confusion", "plot_examples"):
+    for name in (
+        "plot_miou_vs_speed", "plot_per_class_iou", "plot_confusion", "plot_examples",
+        "plot_learning_curves", "plot_miou_vs_train_time",
+    ):  # fmt: skip
         monkeypatch.setattr(figures, name, fake)

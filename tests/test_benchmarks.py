@@ -8,7 +8,7 @@ from bench.system import current_rss_mb, environment, peak_rss_mb, reset_peak_rs
 
 def test_benchmarks_write_json_and_markdown(tmp_path, camvid_root, monkeypatch):
     small = benchmarks.evaluator_throughput(str(camvid_root), n_images=2, repeats=1)
-    assert set(small["mpix_per_s"]) == {"segbench", "sklearn", "torchmetrics"}
+    assert set(small["mpix_per_s"]) == {"segbench", "bincount", "sklearn", "torchmetrics"}
     assert all(v > 0 for v in small["mpix_per_s"].values())
     assert small["megapixels"] == 2 * 360 * 480 / 1e6
 

@@ -91,6 +91,31 @@ def test_empty_prediction_class_gets_zero_iou():
     assert s["per_class_iou"] == pytest.approx([1.0, 0.5, 0.0])
 
 
+@pytest.mark.parametrize("n_classes", [2, 11, 14, 15, 16, 40])
+@pytest.mark.parametrize("shape", [(37, 53), (1, 1), (0, 4), (360, 480)])
+@pytest.mark.parametrize("ignore", [255, "in range"])
+def test_both_counting_paths_equal_a_plain_loop(n_classes, shape, ignore):
+    # up to 15 classes the counts go through byte pairs, beyond through np.bincount: both must
+    # equal a count done pixel by pixel, for odd pixel counts, an empty image, an ignore
+    # index inside the byte range next to the classes, and int64 or uint8 predictions
+    rng = np.random.default_rng(n_classes)
+    void = n_classes if ignore == "in range" else 255
+    gt = rng.integers(0, n_classes + 1, size=shape).astype(np.uint8)
+    gt[gt == n_classes] = void
+    pred = rng.integers(0, n_classes, size=shape)
+    expected = np.zeros((n_classes, n_classes), np.int64)
+    for g, p in zip(gt.ravel().tolist(), pred.ravel().tolist(), strict=True):
+        if g != void:
+            expected[g, p] += 1
+    for p in (pred, pred.astype(np.uint8)):
+        np.testing.assert_array_equal(confusion_matrix(p, gt, n_classes, void), expected)
+    if gt.size:
+        bad = gt.copy()
+        bad.flat[-1] = 200  # neither a class nor void, in the last (odd) pixel
+        with pytest.raises(ValueError, match=r"\[200\]"):
+            confusion_matrix(pred, bad, n_classes, void)
+
+
 def test_prediction_out_of_range_is_an_error():
     gt = np.zeros((2, 2), dtype=np.uint8)
     with pytest.raises(ValueError, match="0..10"):

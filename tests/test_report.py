@@ -28,7 +28,13 @@ from bench.report import normalise_confusion, pareto_front, spread_labels, write
 from bench.report.gap import Gap
 from bench.report.markdown import MAIN_HEADER, gap_note
 from bench.report.publish import MANIFEST
-from bench.report.tables import Group, MethodSummary, results_table
+from bench.report.tables import (
+    Group,
+    MethodSummary,
+    learning_curve,
+    results_table,
+    train_seconds,
+)
 
 ALPHA = [per_image_cms(200, 0), per_image_cms(190, 5)]
 BETA = [per_image_cms(60, s, drop_last_class=True) for s in (1, 2, 3)]
@@ -48,7 +54,12 @@ def report(tmp_path_factory) -> dict:
         *(make_row("beta", cms, seed=s) for s, cms in zip((0, 1, 2), BETA, strict=True)),
         make_row("broken", None),
     ]
-    quick[0]["fit_summary"] = {"history": [{"epoch": 1, "loss": 0.5, "val_miou": 0.3}]}
+    quick[0]["fit_summary"] = {
+        "history": [
+            {"epoch": 0, "loss": 0.9, "val_miou": 0.2, "seconds": 10.0},
+            {"epoch": 1, "loss": 0.5, "val_miou": 0.3, "seconds": 12.5},
+        ]
+    }
     write_rows(root, quick)
     # No config.yaml: the example figure must do without image and ground truth.
     write_rows(root, [make_row("alpha", per_image_cms(150, 2), profile="full")], config=None)
@@ -90,7 +101,7 @@ def test_parquet_round_trips_with_flat_columns(report):
     assert {"seed", "miou_mean_image", "params", "fit_summary", "error"} <= columns
     assert not {"confusion", "class_names", "environment", "per_sequence", "ci"} & columns
     assert json.loads(parquet["params"].iloc[0]) == {"depth": 3}
-    assert json.loads(parquet["fit_summary"].iloc[0])["history"][0]["val_miou"] == 0.3
+    assert json.loads(parquet["fit_summary"].iloc[0])["history"][1]["val_miou"] == 0.3
     # Missing values: None in Parquet's object columns, NaN in the frame; the same otherwise.
     plain = lambda df: df.astype(object).where(df.notna(), None)  # noqa: E731
     pd.testing.assert_frame_equal(plain(parquet), plain(report["table"]), check_dtype=False)
@@ -178,8 +189,9 @@ def test_readme_preamble_failed_environment_and_command(report):
     assert "| broken |" not in readme  # listed below the table, not in it
     assert "CPU Test CPU 9000" in readme and "`abc1234`" in readme and "torch 2.13.0+cpu" in readme
     assert readme.count("`segbench run configs/smoke.yaml`") == 2
-    sections = re.findall(r"^## .*$", readme, flags=re.M)
+    sections = re.findall(r"^## .*profile.*$", readme, flags=re.M)
     assert len(sections) == 2 and "`quick`" in sections[0] and "`full`" in sections[1]
+    assert re.findall(r"^## .*$", readme, flags=re.M)[0] == "## What training time buys"
     # Per-class IoU in %, mean over seeds; a class absent everywhere shown as "-".
     beta = report["rows"][2:5]
     per_class = np.nanmean([r["per_class_iou"][:3] for r in beta], axis=0)
@@ -251,13 +263,19 @@ def test_figures_written_linked_and_listed(report):
         f"{profile}_smoke_{kind}.png"
         for profile in ("quick", "full")
         for kind in ("miou_vs_speed", "per_class_iou", "confusion_alpha", "examples")
-    } | {"quick_smoke_confusion_beta.png"}
+    } | {
+        "quick_smoke_confusion_beta.png",
+        "quick_smoke_learning_curves.png",  # only alpha of quick records epochs
+        "cost_synthetic_test.png",  # one per dataset and split, over every group
+    }
     assert {p.name for p in figures.glob("*.png")} == expected  # none for the failed method
     for name in expected:
         assert (figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(json.loads((figures / MANIFEST).read_text())["figures"]) == expected
     links = re.findall(r"\]\((figures/[^)]+)\)", report["readme"])
     assert "figures/quick_smoke_miou_vs_speed.png" in links
+    assert "figures/cost_synthetic_test.png" in links
+    assert "figures/quick_smoke_learning_curves.png" in links
     assert all((root / link).is_file() for link in links)
     # An older report's figure of a group that is gone (no manifest then: judged by its name).
     assert not (figures / "device_gone_examples.png").exists()
@@ -336,3 +354,22 @@ def test_spread_labels_separates_close_labels_and_leaves_lone_ones():
     tops = points[:3, 1] + shifts[:3]
     gaps = np.abs(tops[:, None] - tops[None, :])[np.triu_indices(3, 1)]
     assert (gaps >= 10.0 - 1e-9).all()  # the three clustered labels no longer overlap
+
+
+def test_training_seconds_of_a_row_count_what_reused_weights_cost():
+    assert train_seconds({"fit_s": 3.0}) == 3.0
+    assert (
+        train_seconds({"fit_s": 0.2, "checkpoint": {"reused": True, "train_seconds": 99.0}}) == 99
+    )
+    assert train_seconds({"fit_s": 7.0, "checkpoint": {"reused": False, "train_seconds": 6.5}}) == 7
+    assert math.isnan(train_seconds({}))
+
+
+def test_learning_curve_accumulates_seconds_and_skips_rows_without_them():
+    row = {"fit_summary": {"history": [{"epoch": 0, "loss": 2.0, "seconds": 30.0},
+                                       {"epoch": 1, "loss": 1.0, "seconds": 31.5}]}}  # fmt: skip
+    curve = learning_curve(row)
+    assert [e["elapsed"] for e in curve] == [30.0, 61.5]
+    assert [e["loss"] for e in curve] == [2.0, 1.0]
+    assert learning_curve({"fit_summary": {"history": [{"epoch": 0, "loss": 1.0}]}}) == []
+    assert learning_curve({"fit_s": 1.0}) == []

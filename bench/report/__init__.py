@@ -7,7 +7,9 @@ every row of it and writes, inside it::
     README.md                        one section per (dataset, split,       (markdown)
                                      profile, config), seeds summarised
     figures/<profile>_<config>_*     mIoU vs speed, per-class IoU,          (figures)
-                                     confusion per method, examples
+                                     confusion per method, examples,
+                                     learning curves
+    figures/cost_<dataset>_<split>   mIoU against training time, all groups
 
 With a reference store (a user's ``runs/results/`` against the committed ``results/``) the
 README also compares the two (:mod:`bench.report.compare`). Files are rendered aside and moved
@@ -107,11 +109,13 @@ def write_report(
     try:
         staged_figures = staging / "figures"
         figures = {g.prefix: _figures.write_group_figures(g, staged_figures) for g in groups}
+        cost = _figures.write_cost_figures(groups, staged_figures)
         written = [p.name for f in figures.values() for p in _figures.figure_paths(f)]
+        written += [p.name for p in cost.values()]
         _publish.write_manifest(staged_figures, written)
         arrow_safe(table).to_parquet(staging / "results.parquet", index=False)
         table.to_csv(staging / "results.csv", index=False)
-        text = render_markdown(groups, figures, comparison, store)
+        text = render_markdown(groups, figures, comparison, store, cost)
         (staging / "README.md").write_text(text, encoding="utf-8")
         _publish.publish(staging, store)
     finally:

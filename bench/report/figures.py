@@ -1,4 +1,5 @@
-"""The report's figures: mIoU vs speed, per-class IoU, confusion per method, examples.
+"""The report's figures: mIoU vs speed, per-class IoU, confusion per method, examples,
+learning curves, and (across groups) test mIoU against training time.
 
 Every figure of a group is named ``<profile>_<config>_<kind>.png`` (:data:`FIGURE_KINDS`, and
 ``confusion_<method>`` per method). A method with several seeds is one point, one heatmap line,
@@ -25,17 +26,26 @@ from matplotlib.figure import Figure
 from bench.datasets import DATASETS, load_dataset
 from bench.datasets.io import read_label
 from bench.errors import SegbenchError
-from bench.report.tables import Group, MethodSummary, as_float, safe_name
+from bench.report.tables import (
+    Group,
+    MethodSummary,
+    as_float,
+    learning_curve,
+    safe_name,
+)
 from bench.rows import row_stem
 
 log = logging.getLogger(__name__)
 
 FIGURE_DPI = 120
 #: The figures of a group, besides one ``confusion_<method>`` per method.
-FIGURE_KINDS = ("miou_vs_speed", "per_class_iou", "examples")
+FIGURE_KINDS = ("miou_vs_speed", "per_class_iou", "examples", "learning_curves")
 #: What a report figure's name looks like (used only for stores whose figures/ predates the
 #: report's manifest, see :mod:`bench.report.publish`).
-REPORT_FIGURE = re.compile(r"^.+_(miou_vs_speed|per_class_iou|examples|confusion_.+)\.png$")
+REPORT_FIGURE = re.compile(
+    r"^.+_(miou_vs_speed|per_class_iou|examples|learning_curves|confusion_.+)\.png$"
+    r"|^cost_.+\.png$"
+)
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
@@ -227,6 +237,103 @@ def plot_per_class_iou(group: Group, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def plot_learning_curves(group: Group, path: Path) -> Path | None:
+    """Training loss and validation mIoU against training minutes, per method and seed.
+
+    One colour per method; every seed is a line. Methods that record no epochs are left out;
+    no figure when none records any.
+    """
+    curves = [(m, [learning_curve(r) for r in m.rows]) for m in group.methods]
+    curves = [(m, [c for c in cs if c]) for m, cs in curves if any(cs)]
+    if not curves:
+        return None
+    has_val = any("val_miou" in e for _, cs in curves for c in cs for e in c)
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(11.0 if has_val else 6.0, 4.2), layout="constrained")
+        axes = list(fig.subplots(1, 2 if has_val else 1, squeeze=False)[0])
+    for i, (m, cs) in enumerate(curves):
+        colour = f"C{i % 10}"
+        for j, c in enumerate(cs):
+            minutes = [e["elapsed"] / 60 for e in c]
+            label = m.method if j == 0 else None
+            axes[0].plot(minutes, [e["loss"] for e in c], color=colour, lw=1, label=label)
+            if has_val:
+                val = [100 * e.get("val_miou", float("nan")) for e in c]
+                axes[1].plot(minutes, val, color=colour, lw=1, marker=".", ms=3, label=label)
+    axes[0].set_xlabel("training minutes")
+    axes[0].set_ylabel("training loss (epoch mean)")
+    axes[0].set_yscale("log")
+    if has_val:
+        axes[1].set_xlabel("training minutes")
+        axes[1].set_ylabel("mIoU % on the config's val_split, per epoch")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.suptitle(f"Learning curves (every seed a line) - {_title(group)}", fontsize=10)
+    return _save(fig, path)
+
+
+def cost_figure_name(dataset: str, split: str) -> str:
+    """File name of the mIoU-against-training-time figure of one dataset and split."""
+    return f"cost_{safe_name(dataset)}_{safe_name(split)}.png"
+
+
+def plot_miou_vs_train_time(groups: list[Group], path: Path) -> Path | None:
+    """Test mIoU against training seconds (log x) of every method of ``groups``.
+
+    What an hour of this machine buys with each method: one point per (config, method), the
+    seed mean of both axes, each group's marker its own. Classical methods' fit time counts as
+    training. Groups must share dataset and split.
+    """
+    points = []
+    for g in groups:
+        for m in g.methods:
+            t, miou = m.train_seconds(), 100 * m.mean("miou")
+            if t > 0 and np.isfinite(miou):
+                points.append((g, m, t, miou))
+    if not points:
+        return None
+    fig = _new_figure(8.0, 5.2)
+    ax = fig.axes[0]
+    markers = "osD^vP*Xh<>"
+    for i, g in enumerate(groups):
+        mine = [(t, y) for gg, _, t, y in points if gg is g]
+        if mine:
+            xs, ys = zip(*mine, strict=True)
+            ax.plot(xs, ys, markers[i % len(markers)], color=f"C{i % 10}", ms=6,
+                    label=f"{g.profile}/{g.config}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.14)
+    fontsize = 7
+    xy = np.array([(t, y) for _, _, t, y in points])
+    names = [m.method for _, m, _, _ in points]
+    points_pt = ax.transData.transform(xy) * 72.0 / fig.dpi
+    widths_pt = np.array([0.6 * fontsize * len(n) for n in names])
+    shifts = spread_labels(points_pt, widths_pt, height=1.2 * fontsize)
+    for (x, y), name, dy in zip(xy, names, shifts, strict=True):
+        ax.annotate(
+            name, (x, y), xytext=(5, 3 + dy), textcoords="offset points", fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5} if dy else None,
+        )  # fmt: skip
+    ax.set_xlabel("training seconds (fit; mean over seeds; log scale; each row's own machine)")
+    ax.set_ylabel("mIoU % (mean over seeds)")
+    g0 = groups[0]
+    ax.set_title(f"{g0.dataset} {g0.split}: mIoU against training time, every method")
+    ax.legend(fontsize=7, loc="best")
+    return _save(fig, path)
+
+
+def write_cost_figures(groups: list[Group], figures_dir: Path) -> dict[tuple[str, str], Path]:
+    """One :func:`plot_miou_vs_train_time` per (dataset, split) of ``groups``."""
+    by_key: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        by_key.setdefault((g.dataset, g.split), []).append(g)
+    out = {}
+    for (dataset, split), members in by_key.items():
+        path = plot_miou_vs_train_time(members, figures_dir / cost_figure_name(dataset, split))
+        if path is not None:
+            out[(dataset, split)] = path
+    return out
+
+
 def plot_confusion(method: MethodSummary, group: Group, path: Path) -> Path:
     """Row-normalised confusion matrix of one method (its lowest seed), annotated."""
     row = method.first
@@ -383,6 +490,7 @@ def write_group_figures(group: Group, figures_dir: Path) -> dict[str, Any]:
     for kind, plot in (
         ("miou_vs_speed", plot_miou_vs_speed),
         ("per_class_iou", plot_per_class_iou),
+        ("learning_curves", plot_learning_curves),
     ):
         path = plot(group, figures_dir / figure_name(group, kind))
         if path is not None:

@@ -214,6 +214,7 @@ def _figure_lines(figures: dict[str, Any]) -> list[str]:
         "miou_vs_speed": "mIoU against time per image",
         "per_class_iou": "per-class IoU",
         "examples": "example predictions",
+        "learning_curves": "learning curves",
     }
     lines = [f"![{t}](figures/{figures[k].name})" for k, t in titles.items() if k in figures]
     confusion = figures.get("confusion") or {}
@@ -322,6 +323,7 @@ def render_markdown(
     figures: dict[str, dict[str, Any]],
     comparison: cmp.Comparison | None = None,
     store: Path | None = None,
+    cost: dict[tuple[str, str], Path] | None = None,
 ) -> str:
     """The README text: the preamble, the comparison's summary line, one section per group.
 
@@ -336,6 +338,8 @@ def render_markdown(
         group present in both).
     store : Path, optional
         The store the README is written into (for the link to the reference).
+    cost : dict, optional
+        ``{(dataset, split): path}`` of the mIoU-against-training-time figures.
     """
     lines = [GENERATED_LINE, "", "# segbench results", "", _preamble(groups), ""]
     if comparison is not None:
@@ -347,6 +351,16 @@ def render_markdown(
             "No runs yet: `rows/` holds no result. Run `segbench run configs/<name>.yaml`.",
         ]
         return "\n".join(lines) + "\n"
+    if cost:
+        lines += ["## What training time buys", ""]
+        lines.append(
+            "Test mIoU against the seconds each method's fit took (classical fits included; "
+            "seed means; every row timed on the machine that ran it, see each section's "
+            "environment line)."
+        )
+        for (dataset, split), path in cost.items():
+            lines += ["", f"![{dataset} {split}: mIoU against training time](figures/{path.name})"]
+        lines.append("")
     for group in groups:
         gc = comparison.groups.get(group.key) if comparison is not None else None
         lines += group_section(group, figures.get(group.prefix, {}), gc)

@@ -224,6 +224,38 @@ class MethodSummary:
     def row(self, seed: int) -> dict[str, Any] | None:
         return next((r for r in self.rows if int(r["seed"]) == seed), None)
 
+    def train_seconds(self) -> float:
+        """Mean over seeds of :func:`train_seconds`."""
+        return _nanmean(np.array([train_seconds(r) for r in self.rows], dtype=np.float64))
+
+
+def train_seconds(row: dict[str, Any]) -> float:
+    """What fitting the row's model cost, in seconds of this row's machine.
+
+    A row whose fit loaded finished weights (``checkpoint.reused``) states what training them
+    took; otherwise it is the row's ``fit_s`` (for a CRF stage: the base method's fit, which
+    its row repeats, plus the CRF's tuning is not counted separately).
+    """
+    checkpoint = row.get("checkpoint") or {}
+    if isinstance(checkpoint, dict) and checkpoint.get("reused"):
+        return as_float(checkpoint.get("train_seconds"))
+    return as_float(row.get("fit_s"))
+
+
+def learning_curve(row: dict[str, Any]) -> list[dict[str, float]]:
+    """The row's training history with cumulative wall-clock seconds (``elapsed``) added.
+
+    Empty for a method that records no epochs.
+    """
+    history = (row.get("fit_summary") or {}).get("history") or []
+    out, elapsed = [], 0.0
+    for entry in history:
+        if not isinstance(entry, dict) or "seconds" not in entry:
+            return []
+        elapsed += as_float(entry["seconds"])
+        out.append({**{k: as_float(v) for k, v in entry.items()}, "elapsed": elapsed})
+    return out
+
 
 def _nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
