@@ -43,7 +43,7 @@ bench-full: install
 # Full-resolution FCN training: meant for a GPU (CUDA + mixed precision); resumes after a kill.
 bench-device: install
 	$(BIN)/segbench data ensure camvid
-	$(BIN)/segbench run configs/deep_full.yaml
+	$(BIN)/segbench run configs/deep_device.yaml
 
 # Benchmarks of the harness itself (evaluator throughput, decoding time).
 bench-harness: install

@@ -437,8 +437,7 @@ def _fit_and_score(
     # Intervals resample blocks of consecutive frames within each sequence: neighbouring
     # frames of one drive are not independent samples (bench.metrics.BLOCK_LENGTH says why);
     # a dataset of independent images has block length 1.
-    block = int(getattr(test, "block_length", 1))
-    low, high = cm.miou_ci(n_boot=cfg.bootstrap, seed=seed, groups=groups, block_length=block)
+    low, high, block = dataset_miou_ci(cm, test, n_boot=cfg.bootstrap, seed=seed)
     write_confusions(out_dir / f"{stem}.cm.npz", per_image, test.names, groups)
     row.update(
         status="ok",
@@ -531,6 +530,20 @@ def _predict_split(
     return cm, np.asarray(times), np.asarray(bf)
 
 
+def dataset_miou_ci(
+    cm: ConfusionMatrix, dataset: SegmentationDataset, n_boot: int = 1000, seed: int = 0
+) -> tuple[float, float, int]:
+    """The mIoU interval of the images ``cm`` saw, resampled as ``dataset`` says it must be.
+
+    Blocks of ``dataset.block_length`` consecutive frames within each of its groups (video
+    sequences); single images for a dataset of independent images. Returns (low, high, block).
+    """
+    block = int(getattr(dataset, "block_length", 1))
+    groups = list(dataset.groups)
+    low, high = cm.miou_ci(n_boot=n_boot, seed=seed, groups=groups, block_length=block)
+    return low, high, block
+
+
 def check_proba(proba: Any, size: tuple[int, int], n_classes: int, where: str) -> None:
     """Raise ValueError unless ``proba`` is a finite (H, W, C) map whose pixels sum to 1."""
     expected = (*size, n_classes)
@@ -578,4 +591,5 @@ def evaluate_dir(
         bf.append(boundary_f1(pred, gt, dataset.n_classes, dataset.ignore_index))
     s = cm.scores()
     s["bf_score"] = float(np.nanmean(bf)) if np.isfinite(bf).any() else float("nan")
-    return s, cm.miou_ci()
+    low, high, _ = dataset_miou_ci(cm, dataset)  # the same interval as the runner's rows
+    return s, (low, high)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from bench.provenance import git_state
 
 _PACKAGES = (
     "numpy", "scipy", "scikit-learn", "scikit-image", "torch", "pydensecrf2", "pandas", "pillow",
@@ -29,18 +30,9 @@ def cpu_model() -> str:
 
 
 def git_commit(repo: Path) -> str:
-    """HEAD's commit of ``repo``, with ``-dirty`` when tracked files changed; "" outside git."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return ""
+    """HEAD's commit of ``repo``, with ``-dirty`` when tracked files outside ``results/``
+    changed (:func:`bench.provenance.git_state`); "" outside git."""
+    commit, dirty = git_state(repo)
     return commit + ("-dirty" if dirty else "")
 
 

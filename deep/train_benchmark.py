@@ -17,7 +17,7 @@ In one run it measures
      :func:`~deep.train.make_optimizer`).
 
    Width 8 is timed on 96x128 crops (what ``configs/deep_cpu.yaml`` trains on), widths 16 and
-   32 on 288x384 crops (``configs/deep_full.yaml``). Each variant gets two warm-up steps, then
+   32 on 288x384 crops (``configs/deep_device.yaml``). Each variant gets two warm-up steps, then
    the variants take turns step by step (so a change in the machine's load hits all three
    alike) and the median of ``--steps`` steps is kept. FLOPs are those of one forward and
    backward pass counted by :class:`torch.utils.flop_counter.FlopCounterMode` (convolutions

@@ -7,8 +7,9 @@ import pytest
 from bench import methods
 from bench.config import load_config, parse_config
 from bench.datasets import Synthetic
+from bench.datasets.io import write_label
 from bench.errors import SegbenchError
-from bench.metrics import confusion_matrix, scores
+from bench.metrics import bootstrap_miou_ci, confusion_matrix, scores
 from bench.runner import evaluate_dir, run_config, upsample_proba
 
 
@@ -74,6 +75,30 @@ def test_predictions_score_the_same_through_evaluate(dirs):
     test = Synthetic("test", n_images=5, size=(32, 40))
     s, _ = evaluate_dir(dirs["runs_dir"] / "pred" / "quick" / "t" / "class_prior.seed0", test)
     assert s["miou"] == pytest.approx(row["miou"])
+
+
+class Drives(Synthetic):
+    """Synthetic images as frames of two drives, resampled in blocks of 3."""
+
+    block_length = 3
+
+    @property
+    def groups(self) -> list[str]:
+        return ["a"] * 4 + ["b"] * (len(self) - 4)
+
+
+def test_evaluate_resamples_blocks_of_frames_as_rows_do(tmp_path):
+    test = Drives("test", n_images=10, size=(24, 32))
+    rng = np.random.default_rng(0)
+    per_image = []
+    for _image, label, name in test:
+        pred = np.where(rng.random(label.shape) < 0.5, label % test.n_classes, 0).astype(np.uint8)
+        write_label(tmp_path / f"{name}.png", pred)
+        per_image.append(confusion_matrix(pred, label, test.n_classes, test.ignore_index))
+    _, ci = evaluate_dir(tmp_path, test)
+    blocks = bootstrap_miou_ci(np.stack(per_image), groups=test.groups, block_length=3)
+    singles = bootstrap_miou_ci(np.stack(per_image))
+    assert ci == pytest.approx(blocks) and ci != pytest.approx(singles)
 
 
 def test_failure_is_recorded_and_the_run_goes_on(dirs):
