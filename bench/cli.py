@@ -65,8 +65,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from bench.metrics import format_scores
     from bench.runner import evaluate_dir
 
-    options = {"root": args.data_root} if args.dataset == "camvid" else {}
-    dataset = load_dataset(args.dataset, args.split, **options)
+    dataset = load_dataset(args.dataset, args.split, root=args.data_root)
     scores, (low, high) = evaluate_dir(
         Path(args.pred_dir), dataset, progress=lambda it: tqdm(it, desc="evaluate", unit="img")
     )
@@ -91,27 +90,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_data(args: argparse.Namespace) -> None:
+    from bench.datasets import dataset_class
     from bench.datasets import download as dl
     from bench.datasets.root import data_root
 
-    if args.dataset != "camvid":
-        raise SegbenchError(f"only camvid can be checked or downloaded, not {args.dataset!r}")
-    root = data_root(args.data_root)
-    manifest = dl.read_manifest(dl.CAMVID_MANIFEST)
+    cls = dataset_class(args.dataset)
+    if cls.folder is None:
+        raise SegbenchError(
+            f"{args.dataset} is generated, not read from files: nothing to {args.action}"
+        )
+    folder = data_root(args.data_root) / cls.folder
+    # A download is verified against a manifest shipped with segbench: one fetched with the data
+    # would vouch for itself. Without one there is nothing to download against.
+    url = (args.url or cls.download_url) if cls.manifest is not None else None
+    if url is None and args.action == "download":
+        raise SegbenchError(
+            f"segbench cannot download {args.dataset} yet; copy it to {folder} or point "
+            "SEGBENCH_DATA / --data-root at a data root that holds it"
+        )
+    manifest = dl.folder_manifest(folder, cls.manifest)
     if args.action == "check":
-        problems = dl.verify(root / "camvid", manifest)
+        problems = dl.verify(folder, manifest)
         if problems:
             raise SegbenchError(
-                f"{root / 'camvid'}: {len(problems)} of {len(manifest)} files fail verification:"
+                f"{folder}: {len(problems)} of {len(manifest)} files fail verification:"
                 "\n  " + "\n  ".join(problems[:20])
             )
-        print(f"{root / 'camvid'}: all {len(manifest)} files match their SHA-256")
+        print(f"{folder}: all {len(manifest)} files match their SHA-256")
     elif args.action == "download":
-        dl.download(args.url, root / "camvid", manifest)
-        print(f"{root / 'camvid'}: all {len(manifest)} files downloaded and verified")
+        dl.download(url, folder, manifest)
+        print(f"{folder}: all {len(manifest)} files downloaded and verified")
     else:  # ensure
-        folder = dl.ensure_camvid(root, args.url)
-        print(f"{folder}: CamVid present and verified")
+        dl.ensure(folder, manifest, url)
+        print(f"{folder}: {cls.__name__} present and verified")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
@@ -169,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["check", "download", "ensure"])
     data.add_argument("dataset", nargs="?", default="camvid")
     data.add_argument("--data-root", help="folder holding one folder per dataset")
-    data.add_argument("--url", default=None, help="base URL of the dataset folder")
+    data.add_argument(
+        "--url", default=None, help="base URL of the dataset folder (default: the dataset's own)"
+    )
     data.set_defaults(func=_cmd_data)
 
     bm = sub.add_parser("benchmark", help="micro-benchmarks of the harness itself")
@@ -186,10 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    if getattr(args, "url", "") is None:
-        from bench.datasets.download import CAMVID_URL
-
-        args.url = CAMVID_URL
     try:
         args.func(args)
     except SegbenchError as exc:

@@ -1,4 +1,5 @@
-"""Shared fixtures: small slices of the real CamVid copy, and synthetic data."""
+"""Shared fixtures: small slices of the real CamVid and Stanford Background copies, and
+synthetic data."""
 
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ def camvid_root() -> Path:
     root = data_root()
     if not (root / "camvid" / "test.txt").is_file():
         pytest.fail(f"CamVid not found under {root}: set SEGBENCH_DATA or place ../shared beside")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stanford_root() -> Path:
+    """The data root holding the real Stanford Background (the shared copy in CI)."""
+    root = data_root()
+    if not (root / "stanford_background" / "splits" / "fold0_test.txt").is_file():
+        pytest.fail(
+            f"Stanford Background not found under {root}: set SEGBENCH_DATA or place ../shared "
+            "beside"
+        )
     return root
 
 

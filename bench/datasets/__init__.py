@@ -1,4 +1,5 @@
-"""Datasets: CamVid (real), a seeded synthetic one (tests), and the verified download.
+"""Datasets: CamVid and Stanford Background (real), a seeded synthetic one (tests), and the
+verified download.
 
 ``DATASETS`` maps a config name to its class; :func:`load_dataset` builds a split from the
 ``dataset`` section of a config.
@@ -11,31 +12,50 @@ from typing import TYPE_CHECKING, Any
 from bench.datasets.base import SegmentationDataset
 from bench.datasets.camvid import CamVid
 from bench.datasets.root import data_root
+from bench.datasets.stanford_background import StanfordBackground
 from bench.datasets.synthetic import Synthetic
 from bench.errors import SegbenchError
 
 if TYPE_CHECKING:
     from bench.config import Config
 
-DATASETS: dict[str, type[SegmentationDataset]] = {"camvid": CamVid, "synthetic": Synthetic}
+DATASETS: dict[str, type[SegmentationDataset]] = {
+    "camvid": CamVid,
+    "stanford_background": StanfordBackground,
+    "synthetic": Synthetic,
+}
 
 __all__ = [
-    "DATASETS", "CamVid", "SegmentationDataset", "Synthetic", "data_root", "load_dataset",
-    "load_splits",
+    "DATASETS", "CamVid", "SegmentationDataset", "StanfordBackground", "Synthetic", "data_root",
+    "dataset_class", "load_dataset", "load_splits",
 ]  # fmt: skip
+
+
+def dataset_class(name: str) -> type[SegmentationDataset]:
+    """The class registered as ``name`` in :data:`DATASETS`.
+
+    Raises
+    ------
+    SegbenchError
+        For an unknown dataset name.
+    """
+    if name not in DATASETS:
+        raise SegbenchError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
 
 
 def load_dataset(name: str, split: str, **options: Any) -> SegmentationDataset:
     """Build split ``split`` of dataset ``name`` with the given constructor options.
+
+    Every dataset takes ``root``, ``resolution`` and ``subset`` (see
+    :class:`~bench.datasets.base.SegmentationDataset`), so callers pass them whatever the name.
 
     Raises
     ------
     SegbenchError
         For an unknown dataset name or option.
     """
-    if name not in DATASETS:
-        raise SegbenchError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    cls = DATASETS[name]
+    cls = dataset_class(name)
     try:
         return cls(split=split, **options)
     except TypeError as exc:
@@ -52,11 +72,7 @@ def load_splits(
     """
 
     def make(split: str, subset: int | None) -> SegmentationDataset:
-        options = dict(cfg.dataset_options)
-        if cfg.dataset == "camvid":
-            options.update(root=cfg.data_root, subset=subset)
-        elif subset is not None:
-            options["n_images"] = subset
+        options = {**cfg.dataset_options, "root": cfg.data_root, "subset": subset}
         return load_dataset(cfg.dataset, split, resolution=cfg.resolution, **options)
 
     train = make(cfg.train_split, cfg.train_subset)

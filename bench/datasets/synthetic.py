@@ -8,6 +8,7 @@ at texture does better: something real methods can learn, in seconds, at any siz
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
@@ -37,6 +38,12 @@ class Synthetic(SegmentationDataset):
     colour_jitter : float
         Per-image shift of each class colour (standard deviation, 0..255 scale): the larger, the
         less colour alone tells the classes apart.
+    root : str or Path, optional
+        Ignored: nothing is read from disk. Taken so that generic code passes a config's
+        ``data_root`` to every dataset alike.
+    subset : int, optional
+        Keep this many images: the first ``subset`` (replaces ``n_images``; items are generated
+        from their index, so these are the same images a larger split starts with).
 
     Notes
     -----
@@ -58,8 +65,12 @@ class Synthetic(SegmentationDataset):
         seed: int = 0,
         resolution: Sequence[int] | None = None,
         colour_jitter: float = 30.0,
+        root: str | Path | None = None,
+        subset: int | None = None,
     ) -> None:
         super().__init__(split, resolution)
+        if subset is not None:
+            n_images = subset
         if split not in _SPLIT_IDS:
             raise SegbenchError(f"synthetic has no split {split!r}; choose train, val or test")
         if n_images <= 0 or len(size) != 2 or min(size) < 16:

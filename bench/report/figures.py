@@ -439,11 +439,12 @@ def _load_dataset(group: Group) -> Any | None:
     if config is None:
         return None
     name = config.get("dataset", group.dataset)
-    options = dict(config.get("dataset_options") or {})
-    if name == "camvid":
-        options["root"] = config.get("data_root")
-    elif name == "synthetic" and config.get("eval_subset"):
-        options["n_images"] = config["eval_subset"]  # as the runner does; names are index-based
+    # The keys every dataset takes, as bench.datasets.load_splits passes them for the scored split.
+    options = {
+        **(config.get("dataset_options") or {}),
+        "root": config.get("data_root"),
+        "subset": config.get("eval_subset"),
+    }
     try:
         return load_dataset(name, config.get("split", group.split), **options)
     except Exception as exc:  # noqa: BLE001 - a missing data root must not stop the report
