@@ -251,8 +251,9 @@ def plot_learning_curves(group: Group, path: Path) -> Path | None:
     with sns.axes_style("whitegrid"):
         fig = Figure(figsize=(11.0 if has_val else 6.0, 4.2), layout="constrained")
         axes = list(fig.subplots(1, 2 if has_val else 1, squeeze=False)[0])
+    palette = sns.color_palette("tab20", len(curves)) if len(curves) > 10 else None
     for i, (m, cs) in enumerate(curves):
-        colour = f"C{i % 10}"
+        colour = palette[i] if palette else f"C{i}"
         for j, c in enumerate(cs):
             minutes = [e["elapsed"] / 60 for e in c]
             label = m.method if j == 0 else None
@@ -291,7 +292,7 @@ def plot_miou_vs_train_time(groups: list[Group], path: Path) -> Path | None:
                 points.append((g, m, t, miou))
     if not points:
         return None
-    fig = _new_figure(8.0, 5.2)
+    fig = _new_figure(9.0, 6.5)
     ax = fig.axes[0]
     markers = "osD^vP*Xh<>"
     for i, g in enumerate(groups):
@@ -301,7 +302,7 @@ def plot_miou_vs_train_time(groups: list[Group], path: Path) -> Path | None:
             ax.plot(xs, ys, markers[i % len(markers)], color=f"C{i % 10}", ms=6,
                     label=f"{g.profile}/{g.config}")  # fmt: skip
     ax.set_xscale("log")
-    ax.margins(x=0.12, y=0.14)
+    ax.margins(x=0.15, y=0.3)  # room for labels moved apart above crowded points
     fontsize = 7
     xy = np.array([(t, y) for _, _, t, y in points])
     names = [m.method for _, m, _, _ in points]
