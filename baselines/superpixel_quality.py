@@ -3,7 +3,8 @@
 A superpixel classifier can never be better than its superpixels: a superpixel that straddles
 two classes gets one label. These measures say how much each algorithm loses before any
 classifier runs. Run ``python -m baselines.superpixel_quality`` to measure SLIC,
-Felzenszwalb-Huttenlocher and quickshift on the CamVid test split; it writes
+Felzenszwalb-Huttenlocher, quickshift and compact watershed (every algorithm of
+:mod:`baselines.superpixels`) on the CamVid test split; it writes
 ``results/benchmarks/superpixels.json`` and ``.md``.
 
 Conventions
@@ -193,7 +194,7 @@ def measure(
     Boundary recall, UE and ASA are means over images; the mIoU upper bound sums one
     confusion matrix over the split with :mod:`bench.metrics`.
     """
-    from baselines.superpixel_crf import superpixels
+    from baselines.superpixels import superpixels
 
     c, void = dataset.n_classes, dataset.ignore_index
     cm = ConfusionMatrix(c, void, keep_per_image=False)
@@ -256,7 +257,7 @@ def _markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     """Measure each algorithm (with the parameters of its default method) on CamVid."""
-    from baselines.superpixel_crf import ALGORITHMS, SuperpixelClassifier
+    from baselines.superpixels import ALGORITHMS, SuperpixelClassifier
     from bench.datasets import CamVid
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

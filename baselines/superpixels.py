@@ -1,10 +1,27 @@
 """Superpixels + classifier: label whole superpixels from their colour, texture, place and shape.
 
 The classical pipeline of e.g. Tighe & Lazebnik (2010) and Fulkerson et al. (2009): cut the
-image into superpixels (SLIC, Felzenszwalb-Huttenlocher or quickshift, from scikit-image),
-describe each by statistics of its pixels and of its neighbours, classify it, and give every
-pixel its superpixel's class probabilities. The dense CRF of :mod:`baselines.dense_crf` is the
-optional second stage (a config entry's ``crf: {...}``).
+image into superpixels (SLIC, Felzenszwalb-Huttenlocher, quickshift or compact watershed, all
+from scikit-image), describe each by statistics of its pixels and of its neighbours, classify
+it, and give every pixel its superpixel's class probabilities. The dense CRF of
+:mod:`baselines.dense_crf` is the optional second stage (a config entry's ``crf: {...}``).
+
+Departures, said plainly, for the one algorithm assembled here (the other three are
+scikit-image's functions as they come). Compact watershed (Neubert & Protzel 2014) is
+scikit-image's compact flooding, not the authors' code (a modified OpenCV marker watershed):
+
+* the relief is a value per pixel, the Sobel gradient magnitude of the CIELAB image
+  (:func:`lab_gradient`), where the authors' flooding charges each step the largest channel
+  difference between the two 8-bit colour pixels it joins. A sharp edge so gives its two
+  pixels the same relief, and with any compactness each goes to the nearer seed: a
+  superpixel boundary can sit one pixel off a step edge (the plain watershed, compactness 0,
+  resolves it by flooding order and does not);
+* the compactness term is the Euclidean distance to the seed, not the authors' count of
+  flooding steps from it;
+* every pixel is labelled: no one-pixel watershed lines between the superpixels;
+* each seed of the regular grid moves to the lowest relief of its 3x3 neighbourhood, as
+  SLIC's do (Achanta et al. 2012), so that no seed starts on an edge; the authors' seeds stay
+  on the grid.
 """
 
 from __future__ import annotations
@@ -15,7 +32,8 @@ import numpy as np
 from scipy import ndimage, sparse
 from skimage.color import rgb2lab
 from skimage.feature import local_binary_pattern
-from skimage.segmentation import felzenszwalb, quickshift, slic
+from skimage.filters import sobel
+from skimage.segmentation import felzenszwalb, quickshift, slic, watershed
 from sklearn.base import clone
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from tqdm import tqdm
@@ -24,7 +42,7 @@ from bench.method import SegmentationMethod, full_proba
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("slic", "felzenszwalb", "quickshift")
+ALGORITHMS = ("slic", "felzenszwalb", "quickshift", "watershed")
 #: Bins of the per-superpixel CIELAB marginal histograms, over each channel's usual range.
 _LAB_BINS = 8
 _LAB_RANGE = np.array([[0.0, 100.0], [-60.0, 80.0], [-60.0, 90.0]], dtype=np.float32)
@@ -35,15 +53,122 @@ _LBP_BINS = _LBP_POINTS + 2
 _FILTER_SIGMAS = (1.0, 2.0, 4.0)
 
 
+def lab_gradient(image: np.ndarray) -> np.ndarray:
+    """Colour gradient magnitude: the Sobel gradient of each CIELAB channel, Euclidean norm.
+
+    CIELAB rather than grey, so that an edge between two colours of equal brightness (a red
+    sign on a green tree) is still an edge, and so that the units are fixed: a step of colour
+    difference (CIELAB Delta E 1976) d gives d / sqrt(2) on the two pixels beside it, in every
+    image, so a compactness means the same everywhere. (On 3 CamVid val images at 180x240,
+    grey x 100 and CIELAB gave the same boundary recall, undersegmentation error and ASA
+    within 0.3 points at equal size regularity; CIELAB costs about 9 ms more per image.)
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W, 3)
+
+    Returns
+    -------
+    gradient : ndarray of float64, shape (H, W)
+    """
+    lab = rgb2lab(image)
+    # sobel of one channel at a time: on an (H, W, 3) array it would differentiate across the
+    # channels too.
+    return np.sqrt(sum(sobel(lab[..., i]) ** 2 for i in range(3)))
+
+
+def grid_seeds(relief: np.ndarray, n_segments: int) -> np.ndarray:
+    """Watershed markers: a regular grid of about ``n_segments`` seeds, labelled from 1.
+
+    The grid's step is ``sqrt(H * W / n_segments)`` pixels in both directions (square cells,
+    as SLIC's); each seed sits at its cell's centre, then moves to the lowest ``relief`` of its
+    3x3 neighbourhood.
+
+    Parameters
+    ----------
+    relief : ndarray of float, shape (H, W)
+        What the watershed floods (see :func:`lab_gradient`).
+    n_segments : int
+
+    Returns
+    -------
+    markers : ndarray of int32, shape (H, W)
+        0 except at the seeds.
+    """
+    h, w = relief.shape
+    step = np.sqrt(h * w / max(n_segments, 1))
+    rows = int(np.clip(round(h / step), 1, h))
+    cols = int(np.clip(round(w / step), 1, w))
+    ys = ((np.arange(rows) + 0.5) * h / rows).astype(np.intp)
+    xs = ((np.arange(cols) + 0.5) * w / cols).astype(np.intp)
+    ys, xs = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
+    # Offset of the lowest relief in each seed's 3x3 neighbourhood; on ties the first, so the
+    # centre (0, 0) first: on a flat relief the seeds stay at the cells' centres.
+    padded = np.pad(relief, 1, mode="constant", constant_values=np.inf)
+    offsets = [(0, 0)] + [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx]
+    around = np.stack([padded[ys + 1 + dy, xs + 1 + dx] for dy, dx in offsets])
+    best = np.array(offsets)[around.argmin(axis=0)]
+    markers = np.zeros((h, w), dtype=np.int32)
+    # Two seeds can only meet on grids finer than 3 px; then one overwrites the other.
+    markers[ys + best[:, 0], xs + best[:, 1]] = np.arange(1, ys.size + 1, dtype=np.int32)
+    return markers
+
+
+def compact_watershed(
+    image: np.ndarray, n_segments: int = 600, compactness: float = 0.3
+) -> np.ndarray:
+    """Compact watershed superpixels (Neubert & Protzel 2014).
+
+    Floods the CIELAB gradient (:func:`lab_gradient`) from a regular grid of seeds
+    (:func:`grid_seeds`); a pixel's priority is its gradient plus ``compactness`` times its
+    Euclidean distance to the seed that reaches it, so that far from strong edges the
+    superpixels grow as the grid's cells, and at strong edges they stop. ``compactness`` 0 is
+    the plain marker watershed.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W, 3)
+    n_segments : int
+        Approximate number of superpixels (exactly one per seed of the grid).
+    compactness : float
+        CIELAB gradient units per pixel of distance: higher gives more regular superpixels
+        that follow weaker edges less.
+
+    Returns
+    -------
+    segments : ndarray of int32, shape (H, W)
+        Labels ``1..n``, every superpixel connected (4-connectivity).
+
+    References
+    ----------
+    .. [1] P. Neubert and P. Protzel, "Compact Watershed and Preemptive SLIC: On Improving
+       Trade-offs of Superpixel Segmentation Algorithms", ICPR 2014, pp. 996-1001.
+    .. [2] R. Achanta et al., "SLIC Superpixels Compared to State-of-the-Art Superpixel
+       Methods", IEEE TPAMI 34(11), 2012 (seeds moved to the lowest gradient).
+
+    Examples
+    --------
+    >>> image = np.zeros((40, 40, 3), np.uint8)
+    >>> image[:, 20:] = 255
+    >>> seg = compact_watershed(image, n_segments=16)
+    >>> int(seg.max()), len(np.intersect1d(seg[:, :20], seg[:, 20:]))  # none straddles the edge
+    (16, 0)
+    """
+    relief = lab_gradient(image)
+    markers = grid_seeds(relief, n_segments)
+    return watershed(relief, markers, connectivity=1, compactness=compactness)
+
+
 def superpixels(image: np.ndarray, algorithm: str, params: dict) -> np.ndarray:
     """Superpixel label map of ``image``, labels ``0..n-1`` without gaps.
 
     Parameters
     ----------
     image : ndarray of uint8, shape (H, W, 3)
-    algorithm : {"slic", "felzenszwalb", "quickshift"}
+    algorithm : {"slic", "felzenszwalb", "quickshift", "watershed"}
     params : dict
-        Keyword arguments of the scikit-image function.
+        Keyword arguments of the scikit-image function (of :func:`compact_watershed` for
+        ``"watershed"``).
 
     Returns
     -------
@@ -55,6 +180,8 @@ def superpixels(image: np.ndarray, algorithm: str, params: dict) -> np.ndarray:
         seg = felzenszwalb(image, **params)
     elif algorithm == "quickshift":
         seg = quickshift(image, **params)
+    elif algorithm == "watershed":
+        seg = compact_watershed(image, **params)
     else:
         raise ValueError(f"unknown superpixel algorithm {algorithm!r}; choose from {ALGORITHMS}")
     # SLIC's enforce_connectivity and quickshift can leave unused label values: renumber, so
@@ -269,13 +396,15 @@ class SuperpixelClassifier(SegmentationMethod):
 
     Parameters
     ----------
-    algorithm : {"slic", "felzenszwalb", "quickshift"}, or several joined by "+"
+    algorithm : {"slic", "felzenszwalb", "quickshift", "watershed"}, or several joined by "+"
         The scikit-image superpixel algorithm. Several (e.g. ``"felzenszwalb+slic"``) train one
         classifier per segmentation, each with its own algorithm's parameters below, and
         average their pixel probabilities: multiple segmentations (Hoiem et al. 2005, Russell
         et al. 2006), which err at different boundaries.
-    n_segments, compactness : int, float
-        SLIC: approximate number of superpixels and colour/space trade-off.
+    n_segments : int
+        SLIC and compact watershed: approximate number of superpixels.
+    compactness : float
+        SLIC: colour/space trade-off.
     scale, min_size : float, int
         Felzenszwalb-Huttenlocher: larger ``scale`` gives larger segments; ``min_size`` merges
         smaller ones.
@@ -284,6 +413,13 @@ class SuperpixelClassifier(SegmentationMethod):
     kernel_size, max_dist, ratio : float
         Quickshift: density-estimate width, cut-off distance of the tree, colour/space
         trade-off.
+    watershed_compactness : float
+        Compact watershed (:func:`compact_watershed`): CIELAB gradient units per pixel of
+        distance to the seed; its own parameter because its scale is not SLIC's. The default
+        0.3 gives superpixel sizes about as even as SLIC's defaults (on 3 CamVid val images
+        at 180x240, 600 seeds: coefficient of variation of the sizes 0.35, SLIC 0.29;
+        boundary recall 75 %, SLIC 78 %); 0 (the plain watershed) recalls 79 % but its sizes
+        vary by 0.96, a fifth of its superpixels under a fifth of the mean size.
     context : bool
         Append the mean appearance of adjacent superpixels to each feature vector.
     classifier : {"forest", "extra_trees"}
@@ -329,6 +465,7 @@ class SuperpixelClassifier(SegmentationMethod):
         kernel_size: float = 2.0,
         max_dist: float = 6.0,
         ratio: float = 0.5,
+        watershed_compactness: float = 0.3,
         context: bool = True,
         classifier: str = "forest",
         n_estimators: int = 100,
@@ -350,6 +487,7 @@ class SuperpixelClassifier(SegmentationMethod):
         self.kernel_size = kernel_size
         self.max_dist = max_dist
         self.ratio = ratio
+        self.watershed_compactness = watershed_compactness
         self.context = context
         self.classifier = classifier
         self.n_estimators = n_estimators
@@ -372,6 +510,8 @@ class SuperpixelClassifier(SegmentationMethod):
             # quickshift draws random jitter to break ties: seed it.
             return {"kernel_size": self.kernel_size, "max_dist": self.max_dist,
                     "ratio": self.ratio, "rng": self.random_state}  # fmt: skip
+        if self.algorithm == "watershed":
+            return {"n_segments": self.n_segments, "compactness": self.watershed_compactness}
         raise ValueError(f"unknown superpixel algorithm {self.algorithm!r}; choose {ALGORITHMS}")
 
     def _classifier(self, seed_offset: int = 0) -> RandomForestClassifier | ExtraTreesClassifier:

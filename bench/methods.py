@@ -16,7 +16,7 @@ METHODS: dict[str, str] = {
     "class_prior": "baselines.class_prior:ClassPrior",
     "colour_forest": "baselines.colour_forest:ColourForest",
     "texton_forest": "baselines.texton_forest:TextonForest",
-    "superpixel": "baselines.superpixel_crf:SuperpixelClassifier",
+    "superpixel": "baselines.superpixels:SuperpixelClassifier",
     "dense_crf": "baselines.dense_crf:DenseCRF",
     "sliding_window": "baselines.sliding_window:SlidingWindowCNN",
     "patch_fcn": "deep.patch_fcn:PatchFCN",

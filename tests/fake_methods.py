@@ -108,3 +108,105 @@ class Seeded(SegmentationMethod):
         proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
         proba[..., self.class_] = 1.0
         return proba
+
+
+# -- broken on purpose for the contract suite (tests/test_contract.py): one fault each ----------
+
+
+class _Uniform(SegmentationMethod):
+    """A correct base: uniform probabilities. Each fault below overrides one thing."""
+
+    def fit(self, dataset, val_dataset=None):
+        self.n_classes_ = dataset.n_classes
+        return self
+
+    def predict_proba(self, image):
+        return np.full((*image.shape[:2], self.n_classes_), 1.0 / self.n_classes_, np.float32)
+
+
+class Unnormalised(_Uniform):
+    """Every pixel sums to 2."""
+
+    def predict_proba(self, image):
+        return 2 * super().predict_proba(image)
+
+
+class Negative(_Uniform):
+    """Sums to 1, but with a negative 'probability'."""
+
+    def predict_proba(self, image):
+        proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
+        proba[..., 0], proba[..., 1] = 1.5, -0.5
+        return proba
+
+
+class HalfPrecision(_Uniform):
+    """float16 probabilities."""
+
+    def predict_proba(self, image):
+        return super().predict_proba(image).astype(np.float16)
+
+
+class NotArgmax(_Uniform):
+    """``predict`` is not the argmax of ``predict_proba``."""
+
+    def predict_proba(self, image):
+        proba = np.zeros((*image.shape[:2], self.n_classes_), np.float32)
+        proba[..., 1] = 1.0
+        return proba
+
+    def predict(self, image):
+        return np.zeros(image.shape[:2], np.uint8)
+
+
+class NotSelf(_Uniform):
+    """``fit`` returns nothing."""
+
+    def fit(self, dataset, val_dataset=None):
+        super().fit(dataset, val_dataset)
+
+
+class Mutates(_Uniform):
+    """Writes into the image it predicts (e.g. normalising in place)."""
+
+    def predict_proba(self, image):
+        image[..., 0] = 0
+        return super().predict_proba(image)
+
+
+class MutatesTraining(_Uniform):
+    """Writes into the training images in ``fit``."""
+
+    def fit(self, dataset, val_dataset=None):
+        for i in range(len(dataset)):
+            dataset.image(i)[:2] = 0
+        return super().fit(dataset, val_dataset)
+
+
+class LearnsInInit(_Uniform):
+    """Sets a learned attribute in ``__init__``."""
+
+    def __init__(self) -> None:
+        self.classes_ = None
+
+
+class ConvertsParam(_Uniform):
+    """``__init__`` converts its parameter instead of storing it as given."""
+
+    def __init__(self, sizes=(1, 2)) -> None:
+        self.sizes = list(sizes)
+
+
+class Unseeded(_Uniform):
+    """Takes a ``random_state`` but draws from an unseeded generator."""
+
+    def __init__(self, random_state: int = 0) -> None:
+        self.random_state = random_state
+
+    def fit(self, dataset, val_dataset=None):
+        super().fit(dataset, val_dataset)
+        self.weights_ = np.random.default_rng().dirichlet(np.ones(self.n_classes_))
+        return self
+
+    def predict_proba(self, image):
+        return np.broadcast_to(self.weights_, (*image.shape[:2], self.n_classes_)).copy()

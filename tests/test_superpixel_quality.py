@@ -95,10 +95,13 @@ def test_main_writes_json_and_markdown(tmp_path, camvid_root):
     result = main(["--subset", "2", "--resolution", "90", "120", "--out-dir", str(tmp_path)])
     stored = json.loads((tmp_path / "superpixels.json").read_text())
     assert stored["n_images"] == 2
-    assert [r["algorithm"] for r in stored["algorithms"]] == ["slic", "felzenszwalb", "quickshift"]
+    assert [r["algorithm"] for r in stored["algorithms"]] == [
+        "slic", "felzenszwalb", "quickshift", "watershed"
+    ]  # fmt: skip
     for r in result["algorithms"]:
         assert 0 < r["boundary_recall"] <= 1 and 0 <= r["undersegmentation_error"] < 1
         assert 0.5 < r["asa"] <= 1 and 0 < r["miou_upper_bound"] <= 1
         assert r["segments_mean"] > 10
     md = (tmp_path / "superpixels.md").read_text()
-    assert "python -m baselines.superpixel_quality --subset 2" in md and "quickshift" in md
+    assert "python -m baselines.superpixel_quality --subset 2" in md
+    assert "| quickshift |" in md and "| watershed |" in md

@@ -1,24 +1,35 @@
 import numpy as np
 import pytest
 from helpers import evaluate
+from scipy import ndimage
 
 from baselines.class_prior import ClassPrior
-from baselines.superpixel_crf import (
+from baselines.superpixel_quality import (
+    achievable_segmentation_accuracy,
+    boundary_recall,
+    undersegmentation_error,
+)
+from baselines.superpixels import (
     SuperpixelClassifier,
     adjacency,
     balanced_weights,
+    compact_watershed,
     context_features,
+    grid_seeds,
+    lab_gradient,
     majority_labels,
     superpixel_features,
     superpixels,
 )
 from bench.datasets import Synthetic
 
-# Small settings per algorithm: about 60-150 superpixels on a 64x80 image.
+# Small settings per algorithm (SuperpixelClassifier parameters): about 60-150 superpixels on
+# a 64x80 image.
 VARIANTS = {
     "slic": {"n_segments": 120, "compactness": 10.0},
     "felzenszwalb": {"scale": 30.0, "min_size": 10},
     "quickshift": {"kernel_size": 2.0, "max_dist": 6.0},
+    "watershed": {"n_segments": 120, "watershed_compactness": 0.3},
 }
 
 
@@ -48,11 +59,12 @@ def test_each_variant_learns_well_above_chance(data, algorithm):
     np.testing.assert_array_equal(proba, first[seg])
 
 
-def test_extra_trees_and_seeding(data):
+@pytest.mark.parametrize("algorithm", ["slic", "watershed"])
+def test_extra_trees_and_seeding(data, algorithm):
     train, test, prior = data
     kw = dict(classifier="extra_trees", n_estimators=15, n_jobs=1, random_state=1, context=False)
-    a = SuperpixelClassifier(**kw, **VARIANTS["slic"]).fit(train)
-    b = SuperpixelClassifier(**kw, **VARIANTS["slic"]).fit(train)
+    a = SuperpixelClassifier(algorithm=algorithm, **kw, **VARIANTS[algorithm]).fit(train)
+    b = SuperpixelClassifier(algorithm=algorithm, **kw, **VARIANTS[algorithm]).fit(train)
     np.testing.assert_array_equal(a.predict_proba(test.image(0)), b.predict_proba(test.image(0)))
     assert evaluate(a, test)["miou"] > prior["miou"] + 0.2
     with pytest.raises(ValueError, match="unknown classifier"):
@@ -62,13 +74,13 @@ def test_extra_trees_and_seeding(data):
 def test_superpixels_are_renumbered_without_gaps():
     image = Synthetic("test", n_images=1, size=(64, 80)).image(0)
     for algorithm, params in VARIANTS.items():
-        seg = superpixels(image, algorithm, params)
+        seg = SuperpixelClassifier(algorithm=algorithm, **params).segment(image)
         assert seg.shape == (64, 80)
         assert np.array_equal(np.unique(seg), np.arange(seg.max() + 1))
     with pytest.raises(ValueError, match="unknown superpixel"):
-        superpixels(image, "watershed", {})
+        superpixels(image, "seeds", {})
     with pytest.raises(ValueError, match="unknown superpixel"):
-        SuperpixelClassifier(algorithm="watershed").fit(Synthetic("train", n_images=1))
+        SuperpixelClassifier(algorithm="seeds").fit(Synthetic("train", n_images=1))
 
 
 def test_features_pool_each_superpixel():
@@ -139,14 +151,104 @@ def test_context_features_on_a_hand_made_image():
     np.testing.assert_allclose(left[1], [0, 0, 0])  # bands span the width: nothing beside
 
 
-def test_several_segmentations_average_their_members(data):
+@pytest.mark.parametrize("second", ["slic", "watershed"])
+def test_several_segmentations_average_their_members(data, second):
     train, test, prior = data
-    kw = dict(n_estimators=15, n_jobs=1, context=False, **VARIANTS["slic"], min_size=10, scale=30.0)
-    both = SuperpixelClassifier(algorithm="felzenszwalb+slic", **kw).fit(train)
-    assert [m.algorithm for m in both.members_] == ["felzenszwalb", "slic"]
+    kw = dict(
+        n_estimators=15, n_jobs=1, context=False, **VARIANTS[second], **VARIANTS["felzenszwalb"]
+    )
+    both = SuperpixelClassifier(algorithm=f"felzenszwalb+{second}", **kw).fit(train)
+    assert [m.algorithm for m in both.members_] == ["felzenszwalb", second]
     image = test.image(0)
     expected = np.mean([m.predict_proba(image) for m in both.members_], axis=0)
     np.testing.assert_allclose(both.predict_proba(image), expected)
     assert evaluate(both, test)["miou"] > prior["miou"] + 0.2
     with pytest.raises(ValueError, match="several segmentations"):
         both.segment(image)
+
+
+# -- compact watershed ----------------------------------------------------------------------
+def quadrants() -> tuple[np.ndarray, np.ndarray]:
+    """A 64x80 image of four flat quadrants (edges at row 27, column 45: off the seed grid) and
+    its labels. Three of the colours have the same grey value (skimage's rgb2gray, 0.471):
+    only a colour gradient tells them apart."""
+    gt = np.zeros((64, 80), np.uint8)
+    gt[:27, 45:] = 1
+    gt[27:, :45] = 2
+    gt[27:, 45:] = 3
+    colours = np.array([(60, 130, 200), (80, 135, 90), (120, 120, 120), (200, 60, 60)], np.uint8)
+    return colours[gt], gt
+
+
+def test_grid_seeds_sit_at_cell_centres_and_move_to_the_lowest_relief():
+    flat = np.zeros((60, 80))
+    markers = grid_seeds(flat, 12)  # step 20 px: 3 rows x 4 columns of seeds
+    expected = np.zeros((60, 80), bool)
+    expected[np.ix_([10, 30, 50], [10, 30, 50, 70])] = True
+    np.testing.assert_array_equal(markers > 0, expected)
+    assert sorted(markers[expected].tolist()) == list(range(1, 13))
+    ridge = flat.copy()
+    ridge[10, 10] = 5.0  # a seed on an edge ...
+    ridge[11, 9] = -1.0  # ... moves to the lowest pixel beside it
+    moved = grid_seeds(ridge, 12)
+    assert moved[10, 10] == 0 and moved[11, 9] > 0 and np.count_nonzero(moved) == 12
+    assert np.count_nonzero(grid_seeds(np.zeros((5, 5)), 1000)) == 25  # at most one per pixel
+
+
+def test_lab_gradient_sees_an_edge_of_equal_grey():
+    image, gt = quadrants()
+    g = lab_gradient(image)
+    # Blue (60, 130, 200) is CIELAB (53.1, 1.1, -42.7), green (80, 135, 90) is (51.6, -28.4,
+    # 18.6): Delta E 68.0, and Sobel gives d / sqrt(2) on the two pixels beside a step.
+    assert g[10, 44] == pytest.approx(g[10, 45]) == pytest.approx(68.0 / np.sqrt(2), rel=0.01)
+    assert g[10, 20] < 1e-9 and g[26, 20] > 10  # flat inside; edge between blue and grey
+
+
+@pytest.mark.parametrize("n_segments", [60, 120, 240])
+def test_compact_watershed_recovers_flat_regions(n_segments):
+    image, gt = quadrants()
+    # Plain watershed (compactness 0): exactly the regions' edges.
+    plain = compact_watershed(image, n_segments, compactness=0.0)
+    assert boundary_recall(plain, gt, tolerance=0) == 1.0
+    assert undersegmentation_error(plain, gt) == 0.0
+    assert achievable_segmentation_accuracy(plain, gt, 4) == 1.0
+    # Compact: every edge found within one pixel; only the two pixels beside an edge (equal
+    # gradient, which goes to the nearer seed) can be on the wrong side.
+    seg = compact_watershed(image, n_segments, compactness=0.3)
+    assert abs(int(seg.max()) - n_segments) <= 0.05 * n_segments
+    assert boundary_recall(seg, gt, tolerance=1) == 1.0
+    core = np.zeros(gt.shape, bool)
+    for k in range(4):
+        core |= ndimage.binary_erosion(gt == k, border_value=1)
+    classes_per_segment = np.unique(np.stack([seg[core], gt[core]]), axis=1)[0]
+    assert np.bincount(classes_per_segment).max() == 1  # no segment holds two regions' cores
+    # So at most one pixel a side of each edge is lost: 80 + 64 pixels, each charged to UE
+    # twice (inside one region, outside the other).
+    lost = 80 + 64
+    assert achievable_segmentation_accuracy(seg, gt, 4) >= 1 - lost / gt.size - 1e-12
+    assert undersegmentation_error(seg, gt) <= 2 * lost / gt.size + 1e-12
+
+
+def test_compactness_makes_segments_regular():
+    noise = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    # The limit of a high compactness: each pixel goes to the nearest seed (Voronoi cells).
+    markers = grid_seeds(lab_gradient(noise), 80)
+    _, (iy, ix) = ndimage.distance_transform_edt(markers == 0, return_indices=True)
+    voronoi = markers[iy, ix]
+    spread, voronoi_share = [], []
+    for c in (0.0, 0.3, 3.0, 30.0):
+        seg = compact_watershed(noise, 80, compactness=c)
+        sizes = np.bincount(seg.ravel())[1:]
+        assert sizes.size == 80 and sizes.min() > 0
+        spread.append(sizes.std() / sizes.mean())
+        voronoi_share.append((seg == voronoi).mean())
+    assert spread == sorted(spread, reverse=True) and spread[0] > 0.5 and spread[-1] < 0.2
+    assert voronoi_share == sorted(voronoi_share) and voronoi_share[-1] > 0.95  # ties differ
+
+
+def test_compact_watershed_is_deterministic_and_connected():
+    image = Synthetic("test", n_images=1, size=(64, 80)).image(0)
+    a = compact_watershed(image, 120, 0.3)
+    np.testing.assert_array_equal(a, compact_watershed(image, 120, 0.3))
+    for k in np.unique(a):
+        assert ndimage.label(a == k)[1] == 1  # one 4-connected piece per superpixel

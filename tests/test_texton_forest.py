@@ -102,9 +102,6 @@ def test_stage1_learns_well_above_chance(data, prior_scores):
     s = evaluate(method, test)
     assert s["miou"] > 0.35 and s["miou"] > prior_scores["miou"] + 0.15
     assert s["mean_acc"] > 0.55
-    proba = method.predict_proba(test.image(1))
-    assert proba.shape == (48, 64, 4) and proba.dtype == np.float32
-    np.testing.assert_allclose(proba.sum(-1), 1.0, rtol=1e-5)
 
 
 def test_stage2_and_image_prior_learn_well_above_chance(data, prior_scores):
@@ -113,10 +110,7 @@ def test_stage2_and_image_prior_learn_well_above_chance(data, prior_scores):
     s = evaluate(method, test)
     assert s["miou"] > 0.3 and s["miou"] > prior_scores["miou"] + 0.1
     assert s["mean_acc"] > 0.5
-    # 47 rows: the cell grid (24 x 32) overhangs the image and is cropped back.
-    proba = method.predict_proba(np.ascontiguousarray(test.image(2)[:47]))
-    assert proba.shape == (47, 64, 4) and proba.dtype == np.float32
-    np.testing.assert_allclose(proba.sum(-1), 1.0, rtol=1e-5)
+    # shape, dtype and sums on odd sizes (the cell grid overhangs): tests/test_contract.py
     prior = method._image_prior(*method._stage1_maps(test.image(0)))
     assert prior.shape == (4,) and (prior > 0).all() and (prior <= 1).all()
 
