@@ -25,6 +25,7 @@ from deep.fcn16s import FCN16s
 from deep.fcn32s import FCN32s
 from deep.lite_fcn import FREEZE_AT, LiteFCN
 from deep.train import (
+    CLASS_WEIGHTS,
     TrainConfig,
     forward_logits,
     load_arrays,
@@ -118,7 +119,7 @@ class FCN(SegmentationMethod):
     (``encoder="efficientnet_lite0"``), optionally starting from its ImageNet weights
     (``pretrained="imagenet"``, shipped with a pinned package: nothing is downloaded).
 
-    Training (see :mod:`deep.train`) uses median-frequency-balanced cross-entropy, scale, crop
+    Training (see :mod:`deep.train`) uses class-weighted cross-entropy, scale, crop
     and flip augmentation, AdamW or SGD with warm-up and cosine decay, and mixed precision on
     CUDA. Each epoch is checkpointed under ``runs/checkpoints/<hash>``, where the hash covers the
     parameters and the training data, so a killed fit resumes where it stopped and a finished one
@@ -142,6 +143,8 @@ class FCN(SegmentationMethod):
         Which epoch's weights the fit ends with: the best on ``val_dataset`` (the choice is
         then made on that split) or the last (the epoch count chosen elsewhere, e.g. on the
         selection split; ``val_dataset`` then only draws the learning curve).
+    class_weight : {"median_frequency", "sqrt_median_frequency", "none"}
+        Weights of the classes in the loss (:data:`deep.train.CLASS_WEIGHTS`).
     epochs, batch_size : int
     lr, weight_decay : float
     optimizer : {"adamw", "sgd"}
@@ -184,6 +187,7 @@ class FCN(SegmentationMethod):
         pretrained: str | None = None,
         freeze_at: int = 0,
         keep: str = "best",
+        class_weight: str = "median_frequency",
         n_threads: int | None = None,
         resume: bool = True,
         random_state: int = 0,
@@ -204,6 +208,7 @@ class FCN(SegmentationMethod):
         self.pretrained = pretrained
         self.freeze_at = freeze_at
         self.keep = keep
+        self.class_weight = class_weight
         self.n_threads = n_threads
         self.resume = resume
         self.random_state = random_state
@@ -222,6 +227,7 @@ class FCN(SegmentationMethod):
             seed=self.random_state,
             precision=self.precision,
             keep=self.keep,
+            class_weight=self.class_weight,
         )
 
     def checkpoint_key(self, dataset, val_dataset=None) -> dict:  # noqa: ANN001
@@ -267,6 +273,10 @@ class FCN(SegmentationMethod):
         check_encoder(self.arch, self.encoder, self.pretrained, self.freeze_at)
         if self.keep not in ("best", "last"):
             raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(
+                f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {self.class_weight!r}"
+            )
         train_data = load_arrays(dataset)
         val_data = load_arrays(val_dataset) if val_dataset is not None else None
         pixels = train_data.images.reshape(-1, 3).float()
@@ -283,8 +293,11 @@ class FCN(SegmentationMethod):
             self.freeze_at,
         )
         self.checkpoint_dir_ = self.checkpoint_dir(dataset, val_dataset)
-        if not self.resume and (self.checkpoint_dir_ / "last.pt").is_file():
-            (self.checkpoint_dir_ / "last.pt").unlink()
+        # only a fit that loads a finished training reuses it; resume=False retrains
+        self.checkpoint_reused_ = self.resume and _finished_before(self.checkpoint_dir_)
+        if not self.resume:
+            for name in ("last.pt", "best.pt", "meta.json"):
+                (self.checkpoint_dir_ / name).unlink(missing_ok=True)
         log.info(
             "training %s/%s on %s%s (width %d, %.2f M parameters) on %s -> %s",
             self.arch,
@@ -297,7 +310,6 @@ class FCN(SegmentationMethod):
             self.checkpoint_dir_,
         )
         meta = {"key": self.checkpoint_key(dataset, val_dataset), "n_classes": self.n_classes_}
-        self.checkpoint_reused_ = _finished_before(self.checkpoint_dir_)
         result = train(
             self.network_,
             train_data,

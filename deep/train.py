@@ -74,6 +74,13 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # "auto", "bf16" or "fp32"
     keep: str = "best"  # the weights train() ends with: "best" val epoch or "last" epoch
+    class_weight: str = "median_frequency"  # see CLASS_WEIGHTS
+
+
+#: Loss weighting of the classes: SegNet's median-frequency balancing, its square root (half
+#: the boost of rare classes: fewer false positives of them, which IoU punishes and class
+#: accuracy does not), or plain cross-entropy.
+CLASS_WEIGHTS = ("median_frequency", "sqrt_median_frequency", "none")
 
 
 @dataclass
@@ -130,6 +137,22 @@ def median_frequency_weights(labels: torch.Tensor, n_classes: int) -> torch.Tens
     weights = torch.zeros(n_classes, dtype=torch.float64)
     weights[seen] = freq[seen].median() / freq[seen]
     return weights.float()
+
+
+def class_weights(kind: str, labels: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+    """The loss weights ``kind`` (one of :data:`CLASS_WEIGHTS`) gives, None for unweighted.
+
+    Raises
+    ------
+    ValueError
+        When ``kind`` is not one of :data:`CLASS_WEIGHTS`.
+    """
+    if kind not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}, got {kind!r}")
+    if kind == "none":
+        return None
+    weights = median_frequency_weights(labels, n_classes)
+    return weights.sqrt() if kind == "sqrt_median_frequency" else weights
 
 
 def augment(
@@ -418,8 +441,10 @@ def train(
     if precision != "fp32":
         # NHWC weights to match the channels-last inputs of forward_logits (no reorders)
         model.to(memory_format=torch.channels_last)
-    weights = median_frequency_weights(train_data.labels, train_data.n_classes).to(dev)
-    criterion = nn.CrossEntropyLoss(weight=weights, ignore_index=train_data.ignore_index)
+    weights = class_weights(cfg.class_weight, train_data.labels, train_data.n_classes)
+    criterion = nn.CrossEntropyLoss(
+        weight=None if weights is None else weights.to(dev), ignore_index=train_data.ignore_index
+    )
     bs = min(cfg.batch_size, len(train_data))
     steps = len(train_data) // bs  # drop the last partial batch: batch norm dislikes tiny ones
     if cfg.keep not in ("best", "last"):
@@ -440,7 +465,15 @@ def train(
                 f"{cfg.precision!r} is {precision!r} here: resuming would mix the two; set "
                 f"precision to {'auto' if recorded == 'fp16' else recorded!r} or delete the folder"
             )
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            # torch's message lists every mismatching tensor; the user needs the file
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            detail = (lines[1] if len(lines) > 1 else lines[0])[:160] if lines else ""
+            raise ValueError(
+                f"{last} does not fit this network ({detail}); delete the folder to retrain"
+            ) from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])

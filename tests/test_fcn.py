@@ -101,3 +101,26 @@ def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path, monkeypatch
     summary = a.fit_summary()
     assert np.isfinite(summary["checkerboard"]) and len(summary["checkerboard_window"]) == 32
     assert summary["precision"] in ("bf16", "fp32")
+
+
+def test_resume_false_retrains_and_is_not_recorded_as_reused(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import deep.fcn as fcn_module
+
+    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path)
+    train = Synthetic("train", n_images=4, size=(32, 32))
+    params = dict(arch="fcn32s", width=4, epochs=1, batch_size=2, device="cpu", n_threads=1)
+    first = FCN(**params).fit(train)
+    again = FCN(**params, resume=False).fit(train)
+    assert again.checkpoint_dir_ == first.checkpoint_dir_
+    assert again.fit_summary()["checkpoint"]["reused"] is False
+    assert again.train_seconds_ != first.train_seconds_  # it really trained again
+
+
+def test_class_weight_changes_the_weights_and_bad_values_are_named() -> None:
+    train = Synthetic("train", n_images=4, size=(32, 32))
+    params = dict(arch="fcn32s", width=4, epochs=1, batch_size=2, device="cpu", n_threads=1)
+    a = FCN(**params).checkpoint_dir(train)
+    b = FCN(**params, class_weight="none").checkpoint_dir(train)
+    assert a != b
+    with pytest.raises(ValueError, match="class_weight must be one of"):
+        FCN(**params, class_weight="balanced").fit(train)

@@ -14,6 +14,7 @@ from deep.train import (
     ArrayData,
     TrainConfig,
     augment,
+    class_weights,
     cpu_has_bf16,
     load_arrays,
     load_checkpoint,
@@ -33,6 +34,26 @@ def test_median_frequency_weights_ignore_void_and_absent_classes() -> None:
     freq = np.array([5 / 6, 1 / 4, 1.0])
     np.testing.assert_allclose(w[:3].numpy(), np.median(freq) / freq, rtol=1e-6)
     assert w[3] == 0
+
+
+def test_class_weights_sqrt_halves_the_boost_and_none_is_unweighted() -> None:
+    labels = torch.tensor([[[0, 0, 0, 1]], [[2, 2, 2, 2]]], dtype=torch.uint8)
+    full = median_frequency_weights(labels, 3)
+    torch.testing.assert_close(class_weights("median_frequency", labels, 3), full)
+    torch.testing.assert_close(class_weights("sqrt_median_frequency", labels, 3), full.sqrt())
+    assert class_weights("none", labels, 3) is None
+    with pytest.raises(ValueError, match="class_weight must be one of"):
+        class_weights("inverse", labels, 3)
+
+
+def test_a_checkpoint_of_another_network_is_named_not_a_torch_traceback(tmp_path) -> None:  # noqa: ANN001
+    data = load_arrays(Synthetic("train", n_images=4, size=(32, 32)))
+    cfg = TrainConfig(epochs=1, batch_size=2, precision="fp32")
+    mean, std = torch.zeros(3), torch.ones(3)
+    train(build_network("fcn32s", "bilinear", 4, 4, mean, std), data, None, cfg, tmp_path)
+    other = build_network("fcn8s", "bilinear", 4, 4, mean, std)
+    with pytest.raises(ValueError, match=r"last\.pt does not fit this network \(Missing key"):
+        train(other, data, None, TrainConfig(epochs=2, batch_size=2, precision="fp32"), tmp_path)
 
 
 def test_augment_crops_pads_with_void_and_keeps_pairs_aligned() -> None:
