@@ -95,19 +95,33 @@ def rows_dir(cfg: Config, results_dir: Path = LOCAL_DIR) -> Path:
     return Path(results_dir) / "rows" / cfg.profile / cfg.name
 
 
-def seeded_params(name: str, params: dict, seed: int) -> dict:
-    """``params`` with the seed as ``random_state`` when the method takes one."""
-    if "random_state" in method_class(name)._get_param_names():
-        return {**params, "random_state": seed}
-    return dict(params)
+#: Parameters that say where a method keeps files, not what it computes: the runner fills
+#: them from its own folders (a method never knows the repository layout), and they are left
+#: out of fingerprints and rows (a row must not depend on where the clone lives).
+LOCATION_PARAMS = ("checkpoint_dir",)
+
+
+def seeded_params(name: str, params: dict, seed: int, runs_dir: Path | None = None) -> dict:
+    """``params`` with the seed as ``random_state`` when the method takes one.
+
+    With ``runs_dir``, a method that takes a ``checkpoint_dir`` and has none set gets
+    ``runs_dir/checkpoints``: checkpoints of the runner's fits live beside its predictions.
+    """
+    names = method_class(name)._get_param_names()
+    out = dict(params)
+    if "random_state" in names:
+        out["random_state"] = seed
+    if runs_dir is not None and "checkpoint_dir" in names and out.get("checkpoint_dir") is None:
+        out["checkpoint_dir"] = str(runs_dir / "checkpoints")
+    return out
 
 
 def _plain_params(method: Any) -> dict:
-    """``get_params(deep=False)`` without nested estimators (a stage's ``estimator``)."""
+    """``get_params(deep=False)`` without nested estimators or :data:`LOCATION_PARAMS`."""
     return {
         k: v
         for k, v in method.get_params(deep=False).items()
-        if not hasattr(v, "get_params") and k != "estimator"
+        if not hasattr(v, "get_params") and k != "estimator" and k not in LOCATION_PARAMS
     }
 
 
@@ -266,7 +280,7 @@ def _run_or_reuse(
     runs_dir: Path,
     force: bool,
 ) -> list[dict]:
-    method = build_method(spec.name, seeded_params(spec.name, spec.params, seed))
+    method = build_method(spec.name, seeded_params(spec.name, spec.params, seed, runs_dir))
     stage = None
     if spec.crf is not None:
         stage = build_method("dense_crf", seeded_params("dense_crf", spec.crf, seed))
@@ -331,7 +345,7 @@ def run_method(
     """
     seed_everything(seed)
     if method is None:
-        method = build_method(spec.name, seeded_params(spec.name, spec.params, seed))
+        method = build_method(spec.name, seeded_params(spec.name, spec.params, seed, runs_dir))
     pred_root = runs_dir / "pred" / cfg.profile / cfg.name
     row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test, seed)
     if not _fit_and_score(row, method, cfg, seed, train, val, test, out_dir, pred_root):

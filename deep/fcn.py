@@ -15,10 +15,9 @@ import torch
 from torch import nn
 
 from bench.datasets.base import evenly_spaced
-from bench.datasets.root import REPO_ROOT
 from bench.method import SegmentationMethod
-from bench.provenance import code_hash
 from deep.checkerboard import checkerboard_index, margin
+from deep.checkpoints import checkpoint_folder, checkpoint_root
 from deep.efficientnet_lite import INPUT_MEAN, INPUT_STD
 from deep.fcn8s import FCN8s
 from deep.fcn16s import FCN16s
@@ -43,7 +42,6 @@ ENCODERS: dict[str, tuple[str | None, ...]] = {
     "vgg": (None,),
     "efficientnet_lite0": (None, "imagenet"),
 }
-CHECKPOINT_ROOT = REPO_ROOT / "runs" / "checkpoints"
 #: Val images whose logits give the checkerboard index stored in the row.
 DIAGNOSTIC_IMAGES = 8
 
@@ -121,9 +119,9 @@ class FCN(SegmentationMethod):
 
     Training (see :mod:`deep.train`) uses class-weighted cross-entropy, scale, crop
     and flip augmentation, AdamW or SGD with warm-up and cosine decay, and mixed precision on
-    CUDA. Each epoch is checkpointed under ``runs/checkpoints/<hash>``, where the hash covers the
-    parameters and the training data, so a killed fit resumes where it stopped and a finished one
-    is loaded instead of retrained. The epoch with the best validation mIoU is kept.
+    CUDA. Each epoch is checkpointed under ``<checkpoint_dir>/fcn-<hash>``, where the hash covers
+    the parameters, the training data and the code (:mod:`deep.checkpoints`), so a killed fit
+    resumes where it stopped and a finished one is loaded instead of retrained.
 
     Parameters
     ----------
@@ -163,6 +161,9 @@ class FCN(SegmentationMethod):
         CPU threads torch uses in ``fit`` and ``predict_proba`` (None: torch's default). On a
         shared 2-core machine, 1 avoids the OpenMP oversubscription that made a 2-thread forward
         pass 60x slower in our measurements.
+    checkpoint_dir : str or None
+        Checkpoint cache (the runner passes ``runs/checkpoints``); None trains in a temporary
+        folder, removed after the fit.
     resume : bool
         Reuse the checkpoints of an earlier fit with the same parameters and data.
     random_state : int
@@ -189,6 +190,7 @@ class FCN(SegmentationMethod):
         keep: str = "best",
         class_weight: str = "median_frequency",
         n_threads: int | None = None,
+        checkpoint_dir: str | None = None,
         resume: bool = True,
         random_state: int = 0,
     ) -> None:
@@ -210,6 +212,7 @@ class FCN(SegmentationMethod):
         self.keep = keep
         self.class_weight = class_weight
         self.n_threads = n_threads
+        self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.random_state = random_state
 
@@ -233,7 +236,7 @@ class FCN(SegmentationMethod):
     def checkpoint_key(self, dataset, val_dataset=None) -> dict:  # noqa: ANN001
         """What decides the trained weights: parameters (not device/resume) and the data."""
         params = self.get_params(deep=False)
-        for key in ("device", "n_threads", "resume"):
+        for key in ("device", "n_threads", "checkpoint_dir", "resume"):
             params.pop(key)
 
         def describe(ds) -> dict | None:  # noqa: ANN001
@@ -247,24 +250,24 @@ class FCN(SegmentationMethod):
                 "options": {k: getattr(ds, k) for k in ("size", "seed") if hasattr(ds, k)},
             }
 
-        return {
-            "params": params,
-            "train": describe(dataset),
-            "val": describe(val_dataset),
-            # the code that trains: a checkpoint of older code is retrained, never reused
-            "code": code_hash("deep.fcn"),
-        }
+        return {"params": params, "train": describe(dataset), "val": describe(val_dataset)}
 
-    def checkpoint_dir(self, dataset, val_dataset=None) -> Path:  # noqa: ANN001
-        """``runs/checkpoints/<hash of checkpoint_key>``."""
-        key = json.dumps(self.checkpoint_key(dataset, val_dataset), sort_keys=True, default=str)
-        return CHECKPOINT_ROOT / hashlib.sha256(key.encode()).hexdigest()[:16]
+    def checkpoint_folder(self, dataset, val_dataset=None, root=None) -> Path:  # noqa: ANN001
+        """``<root>/fcn-<hash of checkpoint_key and the training code>`` (:mod:`deep.checkpoints`).
+
+        ``root`` defaults to ``checkpoint_dir``.
+        """
+        root = self.checkpoint_dir if root is None else root
+        if root is None:
+            raise ValueError("checkpoint_folder needs a root: checkpoint_dir is None")
+        # the code that trains is hashed in: a checkpoint of older code is retrained, never reused
+        return checkpoint_folder(root, "fcn", self.checkpoint_key(dataset, val_dataset), __name__)
 
     def fit(self, dataset, val_dataset=None) -> FCN:  # noqa: ANN001
-        with torch_threads(self.n_threads):
-            return self._fit(dataset, val_dataset)
+        with torch_threads(self.n_threads), checkpoint_root(self.checkpoint_dir) as root:
+            return self._fit(dataset, val_dataset, root)
 
-    def _fit(self, dataset, val_dataset) -> FCN:  # noqa: ANN001
+    def _fit(self, dataset, val_dataset, root: Path) -> FCN:  # noqa: ANN001
         torch.manual_seed(self.random_state)
         self.n_classes_ = dataset.n_classes
         self.device_ = resolve_device(self.device)
@@ -292,7 +295,7 @@ class FCN(SegmentationMethod):
             self.pretrained,
             self.freeze_at,
         )
-        self.checkpoint_dir_ = self.checkpoint_dir(dataset, val_dataset)
+        self.checkpoint_dir_ = self.checkpoint_folder(dataset, val_dataset, root)
         # only a fit that loads a finished training reuses it; resume=False retrains
         self.checkpoint_reused_ = self.resume and _finished_before(self.checkpoint_dir_)
         if not self.resume:

@@ -1,6 +1,6 @@
 """The sliding-window patch CNN made fully convolutional: same weights, one pass per image.
 
-:func:`fully_convolutional` turns a trained :class:`~baselines.sliding_window.PatchNet` into a
+:func:`fully_convolutional` turns a trained :class:`~deep.patch_net.PatchNet` into a
 network that maps the reflect-padded image to the scores of every pixel's own crop at once:
 
 * each fully connected layer becomes a convolution whose kernel is the layer's weight matrix
@@ -19,22 +19,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 
-from baselines.sliding_window import (
-    TRAIN_PARAMS,
-    PatchNet,
-    checkpoint_summary,
-    normalise,
-    pad_for_patches,
-    resolve_device,
-    train_patch_net,
-)
 from bench.method import SegmentationMethod
+from deep.checkpoints import checkpoint_root
+from deep.patch_net import PatchNet, normalise, pad_for_patches
+from deep.patch_train import TRAIN_PARAMS, checkpoint_summary, train_patch_net
+from deep.train import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +126,7 @@ class PatchFCN(SegmentationMethod):
         Load the patch classifier from the checkpoint cache when it is there (the default);
         False retrains it in a private temporary folder.
     checkpoint_dir : str or None
+        Checkpoint cache (the runner passes ``runs/checkpoints``); None: a temporary folder.
     device : str or None
     """
 
@@ -176,16 +171,12 @@ class PatchFCN(SegmentationMethod):
     def fit(self, dataset, val_dataset=None) -> PatchFCN:  # noqa: ANN001
         """Get the trained patch classifier (from the shared checkpoint if any) and convert it."""
         params = {p: getattr(self, p) for p in TRAIN_PARAMS}
-        device = resolve_device(self.device)
-        if self.reuse_checkpoint:
+        device = resolve_device(self.device or "auto")
+        # reuse_checkpoint=False trains in a private temporary folder
+        with checkpoint_root(self.checkpoint_dir if self.reuse_checkpoint else None) as root:
             net, self.history_, self.trained_ = train_patch_net(
-                params, dataset, val_dataset, self.checkpoint_dir, device
+                params, dataset, val_dataset, root, device
             )
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                net, self.history_, self.trained_ = train_patch_net(
-                    params, dataset, val_dataset, tmp, device
-                )
         log.info("patch classifier %s", "trained" if self.trained_ else "loaded from checkpoint")
         self.patch_net_ = net
         self.fcn_ = fully_convolutional(net)

@@ -39,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.metrics import ConfusionMatrix
+from deep.checkpoints import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -375,18 +376,6 @@ class TrainResult:
     completed: bool = False
 
 
-def _save(path: Path, state: dict) -> None:
-    """Write a checkpoint atomically: a kill mid-write leaves the previous one intact."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
-    """Read a checkpoint safely (tensors and plain values only)."""
-    return torch.load(path, map_location=device, weights_only=True)
-
-
 def train(
     model: nn.Module,
     train_data: ArrayData,
@@ -508,13 +497,15 @@ def train(
             entry.update(val_miou=s["miou"], val_mean_acc=s["mean_acc"])
             if not result.best_miou >= s["miou"]:  # also true while best is NaN
                 result.best_miou, result.best_epoch = s["miou"], epoch
-                _save(checkpoint_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch})
+                save_checkpoint(
+                    checkpoint_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch}
+                )
         result.train_seconds += time.perf_counter() - t0
         entry["seconds"] = time.perf_counter() - t0
         result.history.append(entry)
         result.completed = epoch == cfg.epochs - 1
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, _format(entry))
-        _save(
+        save_checkpoint(
             last,
             {
                 "model": model.state_dict(),
@@ -546,6 +537,6 @@ def _write_meta(
     checkpoint_dir: Path, result: TrainResult, cfg: TrainConfig, meta: dict | None
 ) -> None:
     data = {"train": asdict(cfg), "result": asdict(result), **(meta or {})}
-    tmp = checkpoint_dir / "meta.json.tmp"
+    tmp = checkpoint_dir / f".meta.json.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(data, indent=1))
     os.replace(tmp, checkpoint_dir / "meta.json")

@@ -7,7 +7,6 @@ import re
 import fake_methods as fake
 import pytest
 
-import deep.fcn
 from bench.contract import check_method, method_checks, synthetic_datasets
 from bench.methods import METHODS, build_method
 
@@ -56,11 +55,6 @@ SMALL: dict[str, dict] = {
 @pytest.fixture(scope="module")
 def data():
     return synthetic_datasets()
-
-
-@pytest.fixture(autouse=True)
-def checkpoints_in_tmp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(deep.fcn, "CHECKPOINT_ROOT", tmp_path / "fcn_checkpoints")
 
 
 def small_method(name: str, train, tmp_path):  # noqa: ANN001, ANN201

@@ -178,7 +178,6 @@ def test_impossible_settings_fail_before_data_is_read(params, match, monkeypatch
 
 
 def test_pretrained_fcn_learns_synthetic_data_and_says_so_in_its_summary(tmp_path, monkeypatch):
-    monkeypatch.setattr(deep.fcn, "CHECKPOINT_ROOT", tmp_path / "checkpoints")
     train = Synthetic("train", n_images=8, size=(64, 96))
     val = Synthetic("val", n_images=2, size=(64, 96))
     method = FCN(

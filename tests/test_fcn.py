@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-import deep.fcn
 from bench.datasets import Synthetic
 from bench.metrics import ConfusionMatrix
 from deep.fcn import FCN, build_network
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture(autouse=True)
-def checkpoints_in_tmp(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.setattr(deep.fcn, "CHECKPOINT_ROOT", tmp_path / "checkpoints")
 
 
 @pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s"])
@@ -48,13 +42,14 @@ def test_networks_that_must_start_as_the_same_function(first, second) -> None:  
         torch.testing.assert_close(a(x), b(x), rtol=1e-5, atol=1e-5)
 
 
-def test_fcn_learns_the_synthetic_dataset_well_above_chance() -> None:
+def test_fcn_learns_the_synthetic_dataset_well_above_chance(tmp_path) -> None:  # noqa: ANN001
     train = Synthetic("train", n_images=16, size=(48, 64))
     val = Synthetic("val", n_images=4, size=(48, 64))
     test = Synthetic("test", n_images=6, size=(48, 64))
     method = FCN(
-        arch="fcn8s", width=8, epochs=30, batch_size=4, lr=1e-2, crop=[48, 48], device="cpu"
-    ).fit(train, val)
+        arch="fcn8s", width=8, epochs=30, batch_size=4, lr=1e-2, crop=[48, 48], device="cpu",
+        checkpoint_dir=str(tmp_path),
+    ).fit(train, val)  # fmt: skip
     cm = ConfusionMatrix(test.n_classes, test.ignore_index)
     for image, label, _ in test:  # shape, dtype and sums: tests/test_contract.py
         cm.update(method.predict(image), label)
@@ -67,9 +62,10 @@ def test_fcn_learns_the_synthetic_dataset_well_above_chance() -> None:
     assert (method.checkpoint_dir_ / "best.pt").is_file()
 
 
-def test_a_second_fit_with_the_same_parameters_loads_instead_of_retraining() -> None:
+def test_a_second_fit_with_the_same_parameters_loads_instead_of_retraining(tmp_path) -> None:  # noqa: ANN001
     train = Synthetic("train", n_images=4, size=(32, 32))
-    params = dict(arch="fcn16s", width=4, epochs=2, batch_size=2, device="cpu")
+    params = dict(arch="fcn16s", width=4, epochs=2, batch_size=2, device="cpu",
+                  checkpoint_dir=str(tmp_path))  # fmt: skip
     first = FCN(**params).fit(train)
     second = FCN(**params).fit(train)
     assert second.checkpoint_dir_ == first.checkpoint_dir_
@@ -77,23 +73,20 @@ def test_a_second_fit_with_the_same_parameters_loads_instead_of_retraining() -> 
     image = train.image(0)
     np.testing.assert_array_equal(first.predict_proba(image), second.predict_proba(image))
     other = FCN(**{**params, "upsampling": "nearest"})
-    assert other.checkpoint_dir(train) != first.checkpoint_dir_
+    assert other.checkpoint_folder(train) != first.checkpoint_dir_
+    assert first.checkpoint_dir_.name.startswith("fcn-")
 
 
-def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path, monkeypatch) -> None:
-    import deep.fcn as fcn_module
-
+def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path) -> None:  # noqa: ANN001
     train = Synthetic("train", n_images=4, size=(32, 32))
     val = Synthetic("val", n_images=2, size=(32, 32))
     params = dict(arch="fcn8s", width=4, epochs=2, batch_size=2, device="cpu", n_threads=1)
-    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path / "a")
-    a = FCN(**params).fit(train, val)
+    a = FCN(**params, checkpoint_dir=str(tmp_path / "a")).fit(train, val)
     assert a.fit_summary()["checkpoint"] == {"reused": False, "train_seconds": a.train_seconds_}
-    reused = FCN(**params).fit(train, val)
+    reused = FCN(**params, checkpoint_dir=str(tmp_path / "a")).fit(train, val)
     assert reused.fit_summary()["checkpoint"]["reused"] is True
     assert reused.fit_summary()["checkpoint"]["train_seconds"] == a.train_seconds_
-    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path / "b")
-    b = FCN(**params).fit(train, val)  # trained again from scratch, same seed
+    b = FCN(**params).fit(train, val)  # trained again from scratch (a temporary folder), same seed
     image = train.image(0)
     np.testing.assert_array_equal(a.predict_proba(image), b.predict_proba(image))
     c = FCN(**params, random_state=1).fit(train, val)
@@ -103,12 +96,10 @@ def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path, monkeypatch
     assert summary["precision"] in ("bf16", "fp32")
 
 
-def test_resume_false_retrains_and_is_not_recorded_as_reused(tmp_path, monkeypatch) -> None:  # noqa: ANN001
-    import deep.fcn as fcn_module
-
-    monkeypatch.setattr(fcn_module, "CHECKPOINT_ROOT", tmp_path)
+def test_resume_false_retrains_and_is_not_recorded_as_reused(tmp_path) -> None:  # noqa: ANN001
     train = Synthetic("train", n_images=4, size=(32, 32))
-    params = dict(arch="fcn32s", width=4, epochs=1, batch_size=2, device="cpu", n_threads=1)
+    params = dict(arch="fcn32s", width=4, epochs=1, batch_size=2, device="cpu", n_threads=1,
+                  checkpoint_dir=str(tmp_path))  # fmt: skip
     first = FCN(**params).fit(train)
     again = FCN(**params, resume=False).fit(train)
     assert again.checkpoint_dir_ == first.checkpoint_dir_
@@ -119,8 +110,8 @@ def test_resume_false_retrains_and_is_not_recorded_as_reused(tmp_path, monkeypat
 def test_class_weight_changes_the_weights_and_bad_values_are_named() -> None:
     train = Synthetic("train", n_images=4, size=(32, 32))
     params = dict(arch="fcn32s", width=4, epochs=1, batch_size=2, device="cpu", n_threads=1)
-    a = FCN(**params).checkpoint_dir(train)
-    b = FCN(**params, class_weight="none").checkpoint_dir(train)
+    a = FCN(**params, checkpoint_dir="x").checkpoint_folder(train)
+    b = FCN(**params, checkpoint_dir="x", class_weight="none").checkpoint_folder(train)
     assert a != b
     with pytest.raises(ValueError, match="class_weight must be one of"):
         FCN(**params, class_weight="balanced").fit(train)

@@ -3,10 +3,11 @@ import pytest
 import torch
 from torch import nn
 
-from baselines.sliding_window import PatchNet, SlidingWindowCNN
+from baselines.sliding_window import SlidingWindowCNN
 from bench.datasets import CamVid, Synthetic
 from bench.datasets.base import resize_image
 from deep.patch_fcn import DilatedMaxPool2x2, PatchFCN, fully_convolutional
+from deep.patch_net import PatchNet
 
 
 def twins(net: PatchNet, patch_size: int, n_classes: int):

@@ -143,7 +143,10 @@ def test_resuming_in_another_precision_is_refused(tmp_path: Path) -> None:
 
 def test_precision_decides_the_checkpoint_folder() -> None:
     data = Synthetic("train", n_images=2, size=(32, 32))
-    folders = {p: FCN(precision=p).checkpoint_dir(data) for p in ("auto", "bf16", "fp32")}
+    folders = {
+        p: FCN(precision=p, checkpoint_dir="x").checkpoint_folder(data)
+        for p in ("auto", "bf16", "fp32")
+    }
     assert len(set(folders.values())) == 3
 
 

@@ -354,3 +354,20 @@ def test_wrong_sized_test_image_stops_the_run(dirs, camvid_copy):
     with pytest.raises(SegbenchError, match="0001TP_008580.png: label is 480x360"):
         run_config(cfg, force=True, **dirs)
     assert row.read_bytes() == before
+
+
+def test_checkpoints_go_to_the_runs_folder_and_stay_out_of_rows(dirs):
+    fcn = {"name": "fcn", "params": {"arch": "fcn32s", "width": 4, "epochs": 1,
+                                     "batch_size": 2, "device": "cpu", "n_threads": 1}}  # fmt: skip
+    row = run_config(synthetic_config(fcn), **dirs)[0]
+    assert row["status"] == "ok", row.get("error")
+    folders = list((dirs["runs_dir"] / "checkpoints").glob("fcn-*"))
+    assert len(folders) == 1 and (folders[0] / "last.pt").is_file()
+    # where the clone lives decides nothing: not in the row, not in the fingerprint
+    assert "checkpoint_dir" not in row["all_params"]
+    other = {
+        "results_dir": dirs["results_dir"],
+        "runs_dir": dirs["runs_dir"].with_name("elsewhere"),
+    }
+    again = run_config(synthetic_config(fcn), **other)[0]
+    assert again["fingerprint"] == row["fingerprint"]  # reused: same row, same fingerprint

@@ -3,10 +3,12 @@ import pytest
 import torch
 from helpers import evaluate
 
-import baselines.sliding_window as sw
+import deep.patch_train as patch_train
 from baselines.class_prior import ClassPrior
-from baselines.sliding_window import SlidingWindowCNN, fc_input_size, sample_positions
+from baselines.sliding_window import SlidingWindowCNN, sample_positions
 from bench.datasets import Synthetic
+from deep.patch_net import fc_input_size, normalise
+from deep.patch_train import TRAIN_PARAMS, checkpoint_path
 
 # A tiny network and a short training: seconds on two CPU cores.
 TINY = dict(
@@ -86,7 +88,7 @@ def test_one_crop_gives_the_scores_of_its_pixel(fitted, data):
     p, a = 32, 16
     padded = np.pad(image, ((a, p - 1 - a), (a, p - 1 - a), (0, 0)), mode="reflect")
     for y, x in [(0, 0), (20, 33), (47, 63)]:
-        crop = sw.normalise(padded[y : y + p, x : x + p])[None]
+        crop = normalise(padded[y : y + p, x : x + p])[None]
         with torch.inference_mode():
             expected = fitted.net_(crop)[0].numpy()
         np.testing.assert_allclose(scores[y, x], expected, atol=1e-5)
@@ -104,10 +106,10 @@ def test_a_finished_checkpoint_is_loaded_not_retrained(data, fitted):
     )
     # another seed is another network
     other = SlidingWindowCNN(checkpoint_dir=fitted.checkpoint_dir, **{**TINY, "epochs": 1})
-    assert sw.checkpoint_path(
-        {k: other.get_params()[k] for k in sw.TRAIN_PARAMS}, train, val, other.checkpoint_dir
-    ) != sw.checkpoint_path(
-        {k: fitted.get_params()[k] for k in sw.TRAIN_PARAMS}, train, val, fitted.checkpoint_dir
+    assert checkpoint_path(
+        {k: other.get_params()[k] for k in TRAIN_PARAMS}, train, val, other.checkpoint_dir
+    ) != checkpoint_path(
+        {k: fitted.get_params()[k] for k in TRAIN_PARAMS}, train, val, fitted.checkpoint_dir
     )
 
 
@@ -120,7 +122,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(data, tmp_path, mon
     params = {**TINY, "epochs": 2, "crops_per_epoch": 256, "dropout": 0.3}
     whole = SlidingWindowCNN(checkpoint_dir=str(tmp_path / "a"), **params).fit(train, val)
 
-    real_save = sw._save
+    real_save = patch_train.save_checkpoint
     saves = []
 
     def save_then_die(*args, **kwargs):
@@ -129,10 +131,10 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(data, tmp_path, mon
         if len(saves) == 1:
             raise Killed  # killed right after epoch 1 was written
 
-    monkeypatch.setattr(sw, "_save", save_then_die)
+    monkeypatch.setattr(patch_train, "save_checkpoint", save_then_die)
     with pytest.raises(Killed):
         SlidingWindowCNN(checkpoint_dir=str(tmp_path / "b"), **params).fit(train, val)
-    monkeypatch.setattr(sw, "_save", real_save)
+    monkeypatch.setattr(patch_train, "save_checkpoint", real_save)
 
     path = next((tmp_path / "b").glob("*/last.pt"))
     ckpt = torch.load(path, weights_only=True)  # loadable without unpickling code
