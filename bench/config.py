@@ -40,7 +40,7 @@ PROFILES = ("quick", "full", "device")
 _TOP_KEYS = {
     "name", "description", "profile", "seed", "dataset", "data_root", "split", "train_split",
     "val_split", "resolution", "train_subset", "eval_subset", "dataset_options", "methods",
-    "bootstrap", "sample_images", "seeds",
+    "bootstrap", "sample_images", "seeds", "folds",
 }  # fmt: skip
 _METHOD_KEYS = {"name", "id", "params", "crf"}
 
@@ -67,6 +67,9 @@ class Config:
     seed: int = 0
     #: One row per method and seed; ``[seed]`` unless the config lists ``seeds``.
     seeds: list[int] = field(default_factory=lambda: [0])
+    #: Cross-validation folds (the dataset's ``fold`` option): one row per fold, method and
+    #: seed. None: the dataset as ``dataset_options`` gives it, rows without a fold.
+    folds: list[int] | None = None
     description: str = ""
     data_root: str | None = None
     split: str = "test"
@@ -92,6 +95,7 @@ class Config:
             "train_subset": self.train_subset,
             "eval_subset": self.eval_subset,
             "bootstrap": self.bootstrap,
+            "folds": self.folds,
         }
 
     def to_yaml(self) -> str:
@@ -187,6 +191,17 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         )
     if len(set(seeds)) != len(seeds):
         raise SegbenchError(f"{source}: 'seeds' repeats a seed: {seeds!r}")
+    folds = data.get("folds")
+    if folds is not None and (
+        not isinstance(folds, list)
+        or not folds
+        or not all(isinstance(f, int) and not isinstance(f, bool) and f >= 0 for f in folds)
+        or len(set(folds)) != len(folds)
+    ):
+        raise SegbenchError(
+            f"{source}: 'folds' must be a non-empty list of distinct non-negative integers, "
+            f"got {folds!r}"
+        )
     for i, spec in enumerate(methods):
         if "random_state" in spec.params or (spec.crf and "random_state" in spec.crf):
             raise SegbenchError(
@@ -200,6 +215,10 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
     options = data.get("dataset_options") or {}
     if not isinstance(options, dict):
         raise SegbenchError(f"{source}: 'dataset_options' must be a mapping")
+    if folds is not None and "fold" in options:
+        raise SegbenchError(
+            f"{source}: give either 'folds' (one row per fold) or dataset_options.fold, not both"
+        )
 
     name = data.get("name", default_name)
     # A name becomes a folder of the results store: a plain name, never a path.
@@ -207,7 +226,7 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         raise SegbenchError(
             f"{source}: 'name' must be a plain name (letters, digits, '_', '-', '.'), not {name!r}"
         )
-    skip = {"methods", "name", "dataset_options", "profile", "seeds", "seed"}
+    skip = {"methods", "name", "dataset_options", "profile", "seeds", "seed", "folds"}
     kwargs = {k: data[k] for k in _TOP_KEYS - skip if k in data}
     return Config(
         name=name,
@@ -215,6 +234,7 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         methods=methods,
         seeds=list(seeds),
         seed=seeds[0],
+        folds=None if folds is None else list(folds),
         dataset_options=options,
         source=source,
         **kwargs,

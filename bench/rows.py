@@ -9,6 +9,9 @@ row means the same thing everywhere. A row is a JSON object in a *store* (a fold
     <store>/rows/<profile>/<config>/<id>.seed<k>.cm.npz       its per-image confusion matrices
     <store>/rows/<profile>/<config>/samples/<id>.seed<k>/     a few predictions (figures)
 
+A config with ``folds`` (cross-validation) has ``<id>.fold<f>.seed<k>`` stems instead, and its
+rows a ``fold`` field (absent or null otherwise).
+
 Two stores exist: the committed *reference* (``results/``, what the README cites) and the
 user's own (``runs/results/``, what ``make bench`` writes on their machine). A row of an older
 schema is refused with a message that says how to refresh it, never half-read.
@@ -46,9 +49,31 @@ REQUIRED_OK = (
 PROVENANCE_KEYS = ("git_commit", "dirty", "code_hash", "lock_hash")
 
 
-def row_stem(method_id: str, seed: int) -> str:
-    """File stem of the row of ``method_id`` with ``seed``: ``<id>.seed<k>``."""
-    return f"{method_id}.seed{int(seed)}"
+def row_stem(method_id: str, seed: int, fold: int | None = None) -> str:
+    """File stem of the row of ``method_id`` with ``seed``: ``<id>.seed<k>``.
+
+    A config with ``folds`` has one row per fold too: ``<id>.fold<f>.seed<k>``.
+    """
+    if fold is None:
+        return f"{method_id}.seed{int(seed)}"
+    return f"{method_id}.fold{int(fold)}.seed{int(seed)}"
+
+
+def stem_of(row: dict[str, Any]) -> str:
+    """:func:`row_stem` of a stored row."""
+    return row_stem(row["method"], row["seed"], row.get("fold"))
+
+
+def run_key(row: dict[str, Any]) -> tuple[int, int]:
+    """``(fold, seed)`` of a row, fold -1 when the config has no folds: rows sort by it."""
+    fold = row.get("fold")
+    return (-1 if fold is None else int(fold), int(row["seed"]))
+
+
+def run_label(row: dict[str, Any]) -> str:
+    """``"seed 0"`` or ``"fold 2, seed 0"``: which trained model a row is, in words."""
+    fold = row.get("fold")
+    return f"seed {row['seed']}" if fold is None else f"fold {fold}, seed {row['seed']}"
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -154,6 +179,9 @@ def validate_row(row: dict[str, Any], where: Path | str = "<row>") -> None:
         raise SegbenchError(f"{where}: status must be 'ok' or 'failed', got {row['status']!r}")
     if not isinstance(row["seed"], int) or isinstance(row["seed"], bool):
         raise SegbenchError(f"{where}: seed must be an integer, got {row['seed']!r}")
+    fold = row.get("fold")
+    if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
+        raise SegbenchError(f"{where}: fold must be an integer or null, got {fold!r}")
     if not isinstance(row["provenance"], dict):
         raise SegbenchError(f"{where}: provenance must be a mapping")
     _check_keys(f"{where} (provenance)", row["provenance"], PROVENANCE_KEYS)

@@ -47,7 +47,14 @@ from bench.metrics import (
     scores_by_group,
 )
 from bench.provenance import lock_hash, method_code_hash, provenance
-from bench.rows import SCHEMA_VERSION, row_stem, write_confusions, write_row, write_text
+from bench.rows import (
+    SCHEMA_VERSION,
+    row_stem,
+    run_label,
+    write_confusions,
+    write_row,
+    write_text,
+)
 from bench.system import current_rss_mb, environment, peak_rss_mb, reset_peak_rss
 
 log = logging.getLogger(__name__)
@@ -146,11 +153,18 @@ def data_identity(*datasets: SegmentationDataset | None) -> str:
 
 
 def fingerprint(
-    cfg: Config, spec: MethodSpec, seed: int, data_id: str, method: Any, stage: Any | None
+    cfg: Config,
+    spec: MethodSpec,
+    seed: int,
+    data_id: str,
+    method: Any,
+    stage: Any | None,
+    fold: int | None = None,
 ) -> str:
     """Hash of everything that decides the rows of ``spec`` with ``seed`` (see module doc)."""
     key = {
         "config": cfg.identity(),
+        "fold": fold,
         "method": spec.name,
         "params": _plain_params(method),
         "crf": None if stage is None else _plain_params(stage),
@@ -242,20 +256,25 @@ def run_config(
     _check_writable(out_dir)
     _check_group(out_dir, cfg)
 
-    train, val, test = load_splits(cfg)
-    data_id = data_identity(train, val, test)
-    log.info(
-        "config %s (profile %s, seeds %s): train %s, eval %s -> %s",
-        cfg.name, cfg.profile, cfg.seeds, train, test, out_dir,
-    )  # fmt: skip
+    # every fold's split lists are read (and checked) before the first fit
+    folds = cfg.folds or [None]
+    splits = {fold: load_splits(cfg, fold) for fold in folds}
     rows = []
     with group_lock(out_dir):
         write_text(out_dir / "config.yaml", cfg.to_yaml())
-        for spec in specs:
-            for seed in cfg.seeds:
-                rows += _run_or_reuse(
-                    cfg, spec, seed, data_id, (train, val, test), out_dir, runs_dir, force
-                )
+        for fold in folds:
+            train, val, test = splits[fold]
+            data_id = data_identity(train, val, test)
+            log.info(
+                "config %s (profile %s, seeds %s%s): train %s, eval %s -> %s",
+                cfg.name, cfg.profile, cfg.seeds, "" if fold is None else f", fold {fold}",
+                train, test, out_dir,
+            )  # fmt: skip
+            for spec in specs:
+                for seed in cfg.seeds:
+                    rows += _run_or_reuse(
+                        cfg, spec, seed, data_id, splits[fold], out_dir, runs_dir, force, fold
+                    )
     return rows
 
 
@@ -279,24 +298,26 @@ def _run_or_reuse(
     out_dir: Path,
     runs_dir: Path,
     force: bool,
+    fold: int | None = None,
 ) -> list[dict]:
     method = build_method(spec.name, seeded_params(spec.name, spec.params, seed, runs_dir))
     stage = None
     if spec.crf is not None:
         stage = build_method("dense_crf", seeded_params("dense_crf", spec.crf, seed))
-    fp = fingerprint(cfg, spec, seed, data_id, method, stage)
+    fp = fingerprint(cfg, spec, seed, data_id, method, stage, fold)
     ids = [spec.id] + ([spec.crf_id] if spec.crf is not None else [])
-    paths = [out_dir / f"{row_stem(i, seed)}.json" for i in ids]
+    paths = [out_dir / f"{row_stem(i, seed, fold)}.json" for i in ids]
+    unit = run_label({"seed": seed, "fold": fold})
     if not force and all(_done(p, fp) for p in paths):
-        log.info("%s seed %d: done before (same fingerprint), skipped; --force redoes it",
-                 spec.id, seed)  # fmt: skip
+        log.info("%s %s: done before (same fingerprint), skipped; --force redoes it",
+                 spec.id, unit)  # fmt: skip
         return [json.loads(p.read_text()) for p in paths]
     rows = []
     train, val, test = splits
-    for row in run_method(cfg, spec, seed, train, val, test, out_dir, runs_dir, method):
+    for row in run_method(cfg, spec, seed, train, val, test, out_dir, runs_dir, method, fold):
         row["fingerprint"] = fp
-        write_row(out_dir / f"{row_stem(row['method'], seed)}.json", row)
-        log.info("%s seed %d: %s", row["method"], seed, _summary(row))
+        write_row(out_dir / f"{row_stem(row['method'], seed, fold)}.json", row)
+        log.info("%s %s: %s", row["method"], unit, _summary(row))
         rows.append(row)
     return rows
 
@@ -336,6 +357,7 @@ def run_method(
     out_dir: Path,
     runs_dir: Path,
     method: Any | None = None,
+    fold: int | None = None,
 ) -> list[dict]:
     """Fit, predict, score and time one method with one seed; its row, and its CRF row if asked.
 
@@ -347,7 +369,7 @@ def run_method(
     if method is None:
         method = build_method(spec.name, seeded_params(spec.name, spec.params, seed, runs_dir))
     pred_root = runs_dir / "pred" / cfg.profile / cfg.name
-    row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test, seed)
+    row = _new_row(cfg, spec.id, spec.name, spec.params, method, train, test, seed, fold)
     if not _fit_and_score(row, method, cfg, seed, train, val, test, out_dir, pred_root):
         return [row]
     rows = [row]
@@ -356,7 +378,7 @@ def run_method(
         params = {**seeded_params("dense_crf", spec.crf, seed), "estimator": method,
                   "prefit": True}  # fmt: skip
         stage = build_method("dense_crf", params)
-        crf_row = _new_row(cfg, spec.crf_id, "dense_crf", spec.crf, stage, train, test, seed)
+        crf_row = _new_row(cfg, spec.crf_id, "dense_crf", spec.crf, stage, train, test, seed, fold)
         crf_row["crf_of"] = spec.id
         for key in ("precision", "pretrained", "checkpoint"):
             if key in row:
@@ -377,6 +399,7 @@ def _new_row(
     train: SegmentationDataset,
     test: SegmentationDataset,
     seed: int,
+    fold: int | None = None,
 ) -> dict[str, Any]:
     module = METHODS[name].split(":")[0]
     return {
@@ -393,6 +416,7 @@ def _new_row(
         "n_train": len(train),
         "n_images": len(test),
         "seed": seed,
+        "fold": fold,
         "class_names": list(test.class_names),
         "provenance": provenance(module),
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -416,14 +440,14 @@ def _fit_and_score(
 ) -> bool:
     """Fill ``row`` in place (status ok or failed); True when the method worked."""
     row_id = row["method"]
-    stem = row_stem(row_id, seed)
+    stem = row_stem(row_id, seed, row.get("fold"))
     run_dir = pred_root / stem
     try:
         reset_peak_rss()
         # The process's peak includes what earlier methods left allocated; the resident size
         # at the start lets a reader take the method's own share (peak_mb - rss_start_mb).
         row["rss_start_mb"] = current_rss_mb()
-        log.info("%s seed %d: fitting on %d %s images", row_id, seed, len(train), train.split)
+        log.info("%s %s: fitting on %d %s images", row_id, run_label(row), len(train), train.split)
         t0 = time.perf_counter()
         method.fit(train, val_dataset=val)
         row["fit_s"] = time.perf_counter() - t0

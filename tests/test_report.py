@@ -206,7 +206,7 @@ def test_top_two_gap_is_the_paired_block_bootstrap_in_words(report):
     )
     diff = report["rows"][0]["miou"] - report["rows"][2]["miou"]
     note = next(ln for ln in section.splitlines() if ln.startswith("**Top two:**"))
-    assert f"= {100 * diff:+.2f} points for the seed-0 models" in note
+    assert f"= {100 * diff:+.2f} points for the seed 0 models" in note
     assert f"[{100 * low:+.2f}, {100 * high:+.2f}]" in note
     assert f"blocks of {BLOCK} consecutive frames within each of the 2 test sequences" in note
     assert "test-set sampling only" in note and "not training variance" in note
@@ -229,11 +229,13 @@ def _summary(method: str, mious: list[float]) -> MethodSummary:
     ],
 )
 def test_gap_note_verdicts(low, high, expected):
-    gap = Gap(_summary("a", [0.5]), _summary("b", [0.48]), 0, 0.02, low, high, "resampling")
+    gap = Gap(_summary("a", [0.5]), _summary("b", [0.48]), "seed 0", 0, 0.02, low, high, "r")
     note = gap_note(gap)
     assert expected in note
     assert "Training variance is not measured here" in note  # one seed each
-    two = Gap(_summary("a", [0.5, 0.52]), _summary("b", [0.48, 0.47]), 0, 0.02, low, high, "r")
+    two = Gap(
+        _summary("a", [0.5, 0.52]), _summary("b", [0.48, 0.47]), "seed 0", 0, 0.02, low, high, "r"
+    )
     assert "the seed spread: sd of mIoU over seeds 1.41 points (`a`, 2 seeds)" in gap_note(two)
 
 

@@ -330,3 +330,55 @@ def test_evaluate_scores_variable_size_predictions(stanford_copy, tmp_path, caps
     args = ["evaluate", "--pred-dir", str(pred_dir), "--dataset", "stanford_background"]
     assert main([*args, "--data-root", str(stanford_copy)]) == 0
     assert re.search(r"global acc\s+100\.00 %", capsys.readouterr().out)
+
+
+def test_folds_make_one_row_per_fold_and_the_report_summarises_them(stanford_root, tmp_path):
+    from bench.report import write_report
+    from bench.runner import run_config
+
+    data = {
+        "name": "cv", "profile": "quick", "dataset": "stanford_background",
+        "data_root": str(stanford_root), "folds": [0, 1], "train_subset": 6, "eval_subset": 4,
+        "bootstrap": 20, "sample_images": 1, "methods": ["class_prior"],
+    }  # fmt: skip
+    dirs = {"results_dir": tmp_path / "results", "runs_dir": tmp_path / "runs"}
+    rows = run_config(parse_config(data), **dirs)
+    assert [(r["fold"], r["seed"]) for r in rows] == [(0, 0), (1, 0)]
+    folder = dirs["results_dir"] / "rows" / "quick" / "cv"
+    assert (folder / "class_prior.fold1.seed0.json").is_file()
+    assert (folder / "class_prior.fold1.seed0.cm.npz").is_file()
+    # the folds score other test images: other rows, other fingerprints
+    assert rows[0]["fingerprint"] != rows[1]["fingerprint"]
+    assert rows[0]["miou"] != rows[1]["miou"]
+    again = run_config(parse_config(data), **dirs)  # resumes: both rows done before
+    assert [r["fingerprint"] for r in again] == [r["fingerprint"] for r in rows]
+    table = write_report(dirs["results_dir"])
+    assert sorted(table["fold"].tolist()) == [0, 1]
+    readme = (dirs["results_dir"] / "README.md").read_text()
+    mean = 100 * (rows[0]["miou"] + rows[1]["miou"]) / 2
+    assert f"| class_prior | 2 x 1 | {mean:.2f} ± " in readme
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ({"folds": []}, "'folds' must be a non-empty list"),
+        ({"folds": [True]}, "'folds' must be a non-empty list"),
+        ({"folds": [1, 1]}, "'folds' must be a non-empty list"),
+        ({"folds": [0], "dataset_options": {"fold": 1}}, "either 'folds'"),
+    ],
+)
+def test_bad_folds_are_named(extra, match):
+    with pytest.raises(SegbenchError, match=match):
+        parse_config({"dataset": "stanford_background", "methods": ["class_prior"], **extra})
+
+
+def test_folds_on_a_dataset_without_folds_are_refused_before_any_work(tmp_path):
+    from bench.runner import run_config
+
+    cfg = parse_config(
+        {"dataset": "synthetic", "folds": [0, 1], "methods": ["class_prior"]}, source="x.yaml"
+    )
+    with pytest.raises(SegbenchError, match="x.yaml: 'folds' given, but dataset 'synthetic'"):
+        run_config(cfg, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs")
+    assert not list((tmp_path / "r").rglob("*.json"))

@@ -7,6 +7,7 @@ verified download.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from bench.datasets.base import SegmentationDataset
@@ -63,16 +64,27 @@ def load_dataset(name: str, split: str, **options: Any) -> SegmentationDataset:
 
 
 def load_splits(
-    cfg: Config,
+    cfg: Config, fold: int | None = None
 ) -> tuple[SegmentationDataset, SegmentationDataset | None, SegmentationDataset]:
-    """The (train, val or None, scored) splits a configuration asks for.
+    """The (train, val or None, scored) splits a configuration asks for (of ``fold``).
 
     The one place that turns a config's dataset keys into datasets, so that the runner and
     anything that must match its data (e.g. a study reading checkpoints) agree.
+
+    Raises
+    ------
+    SegbenchError
+        When ``fold`` is given and the dataset has no folds.
     """
+    if fold is not None and "fold" not in inspect.signature(dataset_class(cfg.dataset)).parameters:
+        raise SegbenchError(
+            f"{cfg.source}: 'folds' given, but dataset {cfg.dataset!r} has no folds "
+            "(its class takes no 'fold' option)"
+        )
+    extra = {} if fold is None else {"fold": fold}
 
     def make(split: str, subset: int | None) -> SegmentationDataset:
-        options = {**cfg.dataset_options, "root": cfg.data_root, "subset": subset}
+        options = {**cfg.dataset_options, **extra, "root": cfg.data_root, "subset": subset}
         return load_dataset(cfg.dataset, split, resolution=cfg.resolution, **options)
 
     train = make(cfg.train_split, cfg.train_subset)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.tables import Group, as_float
+from bench.rows import run_key, run_label
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class Pair:
     @property
     def seed(self) -> int:
         return int(self.user["seed"])
+
+    @property
+    def unit(self) -> str:
+        """ "seed 0" or "fold 2, seed 0"."""
+        return run_label(self.user)
 
     @property
     def both_ok(self) -> bool:
@@ -148,8 +154,8 @@ def compare_stores(user: list[Group], reference: list[Group], reference_dir: Pat
         if ref is None:
             out.groups_only_user.append(group.key)
             continue
-        ref_rows = {(str(r["method"]), int(r["seed"])): r for r in ref.rows}
-        user_rows = {(str(r["method"]), int(r["seed"])): r for r in group.rows}
+        ref_rows = {(str(r["method"]), *run_key(r)): r for r in ref.rows}
+        user_rows = {(str(r["method"]), *run_key(r)): r for r in group.rows}
         gc = GroupComparison(group.key)
         for key in sorted(user_rows):
             if key in ref_rows:
@@ -192,7 +198,7 @@ def summary_line(comparison: Comparison, store: Path) -> str:
         key = next(k for k, g in comparison.groups.items() if worst in g.pairs)
         parts.append(
             f"max |mIoU difference| {100 * abs(worst.diff):.2f} points "
-            f"(`{worst.method}` seed {worst.seed}, {_label(key)})"
+            f"(`{worst.method}` {worst.unit}, {_label(key)})"
         )
     only_user = sum(len(g.only_user) for g in comparison.groups.values())
     only_ref = sum(len(g.only_reference) for g in comparison.groups.values())
@@ -259,7 +265,7 @@ def comparison_body(gc: GroupComparison) -> list[list[str]]:
         body.append(
             [
                 p.method,
-                str(p.seed),
+                str(p.seed) if p.user.get("fold") is None else f"{p.seed} (fold {p.user['fold']})",
                 _pct(as_float(p.user.get("miou"))),
                 _pct(as_float(p.reference.get("miou"))),
                 diff,
@@ -278,7 +284,7 @@ def one_side_lines(gc: GroupComparison) -> list[str]:
     """The rows of ``gc`` that only one store has, as list items."""
 
     def names(rows: list[dict[str, Any]]) -> str:
-        return ", ".join(f"`{r['method']}` seed {r['seed']}" for r in rows)
+        return ", ".join(f"`{r['method']}` {run_label(r)}" for r in rows)
 
     lines = []
     if gc.only_user:

@@ -33,7 +33,7 @@ from bench.report.tables import (
     learning_curve,
     safe_name,
 )
-from bench.rows import row_stem
+from bench.rows import stem_of
 
 log = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ def plot_confusion(method: MethodSummary, group: Group, path: Path) -> Path:
 
 def sample_dir(group: Group, method: MethodSummary) -> Path:
     """``samples/<id>.seed<k>/`` of the method's lowest seed."""
-    return group.folder / "samples" / row_stem(method.method, int(method.first["seed"]))
+    return group.folder / "samples" / stem_of(method.first)
 
 
 def plot_examples(group: Group, path: Path) -> Path | None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from bench import metrics
 from bench.report.tables import Group, MethodSummary, as_float
-from bench.rows import row_stem
+from bench.rows import run_label, stem_of
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ class Gap:
 
     a: MethodSummary
     b: MethodSummary
+    #: Which trained models were compared, in words: "seed 0" or "fold 1, seed 0".
+    unit: str
     seed: int
     diff: float
     low: float
@@ -58,15 +60,15 @@ def top_two_gap(group: Group) -> Gap | None:
     if len(group.methods) < 2:
         return None
     a, b = group.methods[:2]
-    common = sorted(set(a.seeds) & set(b.seeds))
+    common = sorted(set(a.keys) & set(b.keys))
     if not common:
         return None
-    seed = common[0]
-    row_a, row_b = a.row(seed), b.row(seed)
+    row_a, row_b = a.row(common[0]), b.row(common[0])
+    seed = int(row_a["seed"])
     try:
         with (
-            np.load(group.folder / f"{row_stem(a.method, seed)}.cm.npz") as fa,
-            np.load(group.folder / f"{row_stem(b.method, seed)}.cm.npz") as fb,
+            np.load(group.folder / f"{stem_of(row_a)}.cm.npz") as fa,
+            np.load(group.folder / f"{stem_of(row_b)}.cm.npz") as fb,
         ):
             if list(fa["names"]) != list(fb["names"]):
                 return None
@@ -82,7 +84,7 @@ def top_two_gap(group: Group) -> Gap | None:
     if not (math.isfinite(low) and math.isfinite(high)):
         return None
     diff = as_float(row_a["miou"]) - as_float(row_b["miou"])
-    return Gap(a, b, seed, diff, low, high, resampling)
+    return Gap(a, b, run_label(row_a), seed, diff, low, high, resampling)
 
 
 def _paired_interval(

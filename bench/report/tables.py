@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import PROFILES
+from bench.rows import run_key
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,11 @@ def results_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
         _failed=~ok,
         _mean=method_mean,
         _profile=table["profile"].map(profile_key),
+        _fold=pd.to_numeric(table.get("fold", pd.Series(index=table.index)), errors="coerce"),
         _seed=pd.to_numeric(table["seed"], errors="coerce"),
     ).sort_values(
-        ["dataset", "split", "_profile", "config", "_failed", "_mean", "method", "_seed"],
-        ascending=[True, True, True, True, True, False, True, True],
+        ["dataset", "split", "_profile", "config", "_failed", "_mean", "method", "_fold", "_seed"],
+        ascending=[True, True, True, True, True, False, True, True, True],
         na_position="last",
         kind="stable",
     )
@@ -182,12 +184,23 @@ class MethodSummary:
 
     @property
     def first(self) -> dict[str, Any]:
-        """The lowest seed's row: its interval, samples and confusion stand for the method."""
+        """The lowest (fold, seed) row: its interval, samples and confusion stand for the method."""
         return self.rows[0]
 
     @property
     def seeds(self) -> list[int]:
-        return [int(r["seed"]) for r in self.rows]
+        """The distinct seeds of the rows, lowest first."""
+        return sorted({int(r["seed"]) for r in self.rows})
+
+    @property
+    def folds(self) -> list[int]:
+        """The distinct folds of the rows (empty for a config without folds)."""
+        return sorted({int(r["fold"]) for r in self.rows if r.get("fold") is not None})
+
+    @property
+    def keys(self) -> list[tuple[int, int]]:
+        """:func:`~bench.rows.run_key` of every row, in row order."""
+        return [run_key(r) for r in self.rows]
 
     def values(self, key: str) -> np.ndarray:
         """``key`` of every seed's row, as floats (NaN where missing)."""
@@ -221,8 +234,9 @@ class MethodSummary:
         out = [str(r.get(key)) for r in self.rows if r.get(key) not in (None, "")]
         return list(dict.fromkeys(out))
 
-    def row(self, seed: int) -> dict[str, Any] | None:
-        return next((r for r in self.rows if int(r["seed"]) == seed), None)
+    def row(self, key: tuple[int, int]) -> dict[str, Any] | None:
+        """The row of ``key`` = (fold, seed) (:func:`~bench.rows.run_key`)."""
+        return next((r for r in self.rows if run_key(r) == key), None)
 
     def train_seconds(self) -> float:
         """Mean over seeds of :func:`train_seconds`."""
@@ -269,7 +283,7 @@ def summarise_seeds(rows: Iterable[dict[str, Any]]) -> list[MethodSummary]:
         if row["status"] == "ok":
             by_method.setdefault(str(row["method"]), []).append(row)
     summaries = [
-        MethodSummary(method, tuple(sorted(items, key=lambda r: int(r["seed"]))))
+        MethodSummary(method, tuple(sorted(items, key=run_key)))
         for method, items in by_method.items()
     ]
     summaries.sort(key=lambda s: (-s.mean("miou"), s.method))
@@ -311,7 +325,7 @@ class Group:
     def failed(self) -> list[dict[str, Any]]:
         return sorted(
             (r for r in self.rows if r["status"] != "ok"),
-            key=lambda r: (str(r["method"]), int(r["seed"])),
+            key=lambda r: (str(r["method"]), run_key(r)),
         )
 
     @property
