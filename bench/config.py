@@ -43,6 +43,13 @@ _TOP_KEYS = {
     "bootstrap", "sample_images", "seeds", "folds",
 }  # fmt: skip
 _METHOD_KEYS = {"name", "id", "params", "crf"}
+#: Keys whose value is text (a YAML ``split: 1`` or ``dataset: yes`` is a mistake, not a name).
+_STRING_KEYS: dict[str, type | tuple[type, ...]] = {
+    "description": str, "dataset": str, "data_root": (str, type(None)), "split": str,
+    "train_split": str, "val_split": (str, type(None)),
+}  # fmt: skip
+#: A config name or method id: each becomes a file or folder name of the results store.
+_PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -162,7 +169,18 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
             crf = {}
         if crf is not None and not isinstance(crf, dict):
             raise SegbenchError(f"{where}: 'crf' must be a mapping of DenseCRF parameters or true")
-        spec = MethodSpec(str(entry["name"]), str(entry.get("id", entry["name"])), params, crf)
+        name = entry["name"]
+        if not isinstance(name, str) or not name:
+            raise SegbenchError(f"{where}: 'name' must be a method name or 'module:Class'")
+        # A method from outside the project (``package.module:Class``) is stored as its class
+        # name unless it has an id: a row id becomes a file name.
+        row_id = entry.get("id", name.rpartition(":")[2].rpartition(".")[2])
+        if not isinstance(row_id, str) or not _PLAIN.fullmatch(row_id):
+            raise SegbenchError(
+                f"{where}: 'id' must be a plain name (letters, digits, '_', '-', '.'), "
+                f"not {row_id!r}"
+            )
+        spec = MethodSpec(name, row_id, params, crf)
         methods.append(spec)
     ids = [m.id for m in methods] + [m.crf_id for m in methods if m.crf is not None]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
@@ -173,7 +191,7 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
     if resolution is not None and (
         not isinstance(resolution, list)
         or len(resolution) != 2
-        or not all(isinstance(r, int) and r > 0 for r in resolution)
+        or not all(isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in resolution)
     ):
         raise SegbenchError(f"{source}: 'resolution' must be [height, width] or null")
     for key in ("seed", "bootstrap", "sample_images"):
@@ -208,9 +226,17 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
                 f"{source}: methods[{i}] ({spec.id}) sets random_state; the config's "
                 "'seed'/'seeds' reach every method's random_state, set them instead"
             )
+    for key, types in _STRING_KEYS.items():
+        if key in data and not isinstance(data[key], types):
+            allowed = "a string" if types is str else "a string or null"
+            raise SegbenchError(f"{source}: {key!r} must be {allowed}, not {data[key]!r}")
+    for key in ("bootstrap", "sample_images"):
+        if data.get(key, 0) < 0:
+            raise SegbenchError(f"{source}: {key!r} must not be negative")
     for key in ("train_subset", "eval_subset"):
         value = data.get(key)
-        if value is not None and (not isinstance(value, int) or value <= 0):
+        is_int = isinstance(value, int) and not isinstance(value, bool)
+        if value is not None and (not is_int or value <= 0):
             raise SegbenchError(f"{source}: {key!r} must be a positive integer or null")
     options = data.get("dataset_options") or {}
     if not isinstance(options, dict):
@@ -222,7 +248,7 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
 
     name = data.get("name", default_name)
     # A name becomes a folder of the results store: a plain name, never a path.
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not isinstance(name, str) or not _PLAIN.fullmatch(name):
         raise SegbenchError(
             f"{source}: 'name' must be a plain name (letters, digits, '_', '-', '.'), not {name!r}"
         )

@@ -29,8 +29,8 @@ HARNESS_MODULES = ("bench.runner",)
 NOT_HASHED = frozenset({"bench.methods"})
 
 
-def _module_file(name: str) -> Path | None:
-    if name.split(".")[0] not in PROJECT_PACKAGES:
+def _module_file(name: str, any_package: bool = False) -> Path | None:
+    if not any_package and name.split(".")[0] not in PROJECT_PACKAGES:
         return None
     try:
         spec = importlib.util.find_spec(name)
@@ -79,7 +79,10 @@ def code_files(module: str) -> tuple[Path, ...]:
         name = todo.pop()
         if name in seen or (name in NOT_HASHED and name != module):
             continue
-        path = _module_file(name)
+        # A method from outside the project (``package.module:Class``): its own module is
+        # hashed too, so that editing it recomputes its rows; what it imports from outside the
+        # project is covered by the lock file at best (see the README).
+        path = _module_file(name, any_package=name == module)
         if path is None:
             continue
         seen[name] = path
@@ -92,7 +95,8 @@ def code_hash(*modules: str) -> str:
     files = sorted({p for m in modules for p in code_files(m)})
     digest = hashlib.sha256()
     for path in files:
-        digest.update(path.relative_to(REPO_ROOT).as_posix().encode() + b"\0")
+        where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name
+        digest.update(Path(where).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 

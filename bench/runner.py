@@ -39,7 +39,7 @@ from bench.datasets.base import evenly_spaced, resize_image
 from bench.datasets.io import write_label
 from bench.datasets.root import REPO_ROOT
 from bench.errors import SegbenchError
-from bench.methods import METHODS, build_method, method_class
+from bench.methods import build_method, method_class, method_module, param_names
 from bench.metrics import (
     ConfusionMatrix,
     boundary_f1,
@@ -114,7 +114,7 @@ def seeded_params(name: str, params: dict, seed: int, runs_dir: Path | None = No
     With ``runs_dir``, a method that takes a ``checkpoint_dir`` and has none set gets
     ``runs_dir/checkpoints``: checkpoints of the runner's fits live beside its predictions.
     """
-    names = method_class(name)._get_param_names()
+    names = param_names(method_class(name))
     out = dict(params)
     if "random_state" in names:
         out["random_state"] = seed
@@ -169,8 +169,8 @@ def fingerprint(
         "params": _plain_params(method),
         "crf": None if stage is None else _plain_params(stage),
         "seed": seed,
-        "code": method_code_hash(METHODS[spec.name].split(":")[0]),
-        "crf_code": None if stage is None else method_code_hash(METHODS["dense_crf"].split(":")[0]),
+        "code": method_code_hash(method_module(spec.name)),
+        "crf_code": None if stage is None else method_code_hash(method_module("dense_crf")),
         "lock": lock_hash(),
         "data": data_id,
         "schema": SCHEMA_VERSION,
@@ -401,7 +401,7 @@ def _new_row(
     seed: int,
     fold: int | None = None,
 ) -> dict[str, Any]:
-    module = METHODS[name].split(":")[0]
+    module = method_module(name)
     return {
         "schema_version": SCHEMA_VERSION,
         "method": row_id,

@@ -327,6 +327,70 @@ def test_config_names_are_plain_names(name):
         synthetic_config("class_prior", name=name)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"seed": True}, "'seed' must be an integer"),
+        ({"bootstrap": 1.5}, "'bootstrap' must be an integer"),
+        ({"bootstrap": -1}, "'bootstrap' must not be negative"),
+        ({"train_subset": True}, "'train_subset' must be a positive integer"),
+        ({"resolution": [True, 40]}, "'resolution' must be"),
+        ({"split": 1}, "'split' must be a string"),
+        ({"dataset": True}, "'dataset' must be a string"),
+        ({"val_split": 0}, "'val_split' must be a string or null"),
+        ({"seeds": [0, False]}, "'seeds' must be a non-empty list"),
+    ],
+)  # fmt: skip
+def test_config_values_are_checked_for_their_type(extra, message):
+    with pytest.raises(SegbenchError, match=message):
+        synthetic_config("class_prior", **extra)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"name": 3}, "'name' must be a method name"),
+        ({"name": "class_prior", "id": "../x"}, "'id' must be a plain name"),
+        ({"name": "class_prior", "id": "a/b"}, "'id' must be a plain name"),
+        ({"name": "class_prior", "id": 7}, "'id' must be a plain name"),
+    ],
+)  # fmt: skip
+def test_method_names_and_ids_are_checked(entry, message):
+    with pytest.raises(SegbenchError, match=message):
+        synthetic_config(entry)
+
+
+def test_an_outside_method_is_stored_under_its_class_name():
+    cfg = synthetic_config({"name": "mypkg.mod:MyMethod"})
+    assert cfg.methods[0].id == "MyMethod"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"n_estimators": True}, "'n_estimators' must be a number, not True"),
+        ({"n_estimators": "10"}, "'n_estimators' must be a number"),
+        ({"lr": "1e-3"}, r"YAML reads 1e-3 as text"),
+        ({"stage2": 1}, "'stage2' must be true or false, not 1"),
+    ],
+)  # fmt: skip
+def test_method_parameter_types_are_checked_before_any_fit(dirs, params, message):
+    from bench.methods import build_method
+
+    name = "fcn" if "lr" in params else "colour_forest"
+    if "stage2" in params:
+        name = "texton_forest"
+    with pytest.raises(SegbenchError, match=message):
+        build_method(name, params)
+    # the runner checks every method before the first fit: nothing is written
+    cfg = synthetic_config("class_prior", {"name": name, "params": params})
+    with pytest.raises(SegbenchError, match=message):
+        run_config(cfg, **dirs)
+    assert not (dirs["results_dir"] / "rows").exists() or not any(
+        (dirs["results_dir"] / "rows").rglob("*.json")
+    )
+
+
 def test_a_second_run_of_the_same_group_is_refused(dirs):
     from bench.runner import group_lock, rows_dir
 

@@ -1,5 +1,5 @@
-"""Datasets: CamVid and Stanford Background (real), a seeded synthetic one (tests), and the
-verified download.
+"""Datasets: CamVid and Stanford Background (real), any user folder of images and index labels
+(``folder``), a seeded synthetic one (tests), and the verified download.
 
 ``DATASETS`` maps a config name to its class; :func:`load_dataset` builds a split from the
 ``dataset`` section of a config.
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.datasets.base import SegmentationDataset
 from bench.datasets.camvid import CamVid
+from bench.datasets.folder import FolderDataset
 from bench.datasets.root import data_root
 from bench.datasets.stanford_background import StanfordBackground
 from bench.datasets.synthetic import Synthetic
@@ -22,13 +23,14 @@ if TYPE_CHECKING:
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
     "camvid": CamVid,
+    "folder": FolderDataset,
     "stanford_background": StanfordBackground,
     "synthetic": Synthetic,
 }
 
 __all__ = [
-    "DATASETS", "CamVid", "SegmentationDataset", "StanfordBackground", "Synthetic", "data_root",
-    "dataset_class", "load_dataset", "load_splits",
+    "DATASETS", "CamVid", "FolderDataset", "SegmentationDataset", "StanfordBackground",
+    "Synthetic", "data_root", "dataset_class", "load_dataset", "load_splits",
 ]  # fmt: skip
 
 
