@@ -18,13 +18,15 @@ install: $(STAMP)
 
 # The default benchmark (quick CPU profile), run on *your* machine: fetches and verifies CamVid
 # if it is not there, runs every method at CPU size (the FCNs with 3 seeds), the upsampling
-# study, and writes your rows and report to runs/results/ (git-ignored), beside the committed
+# study, fold 0 of Stanford Background (classical methods and two short FCN runs), and writes your rows and report to runs/results/ (git-ignored), beside the committed
 # reference in results/: score differences and time ratios. A rerun resumes: finished rows of
 # the same code, settings and data are kept.
 bench: install
 	$(BIN)/segbench data ensure camvid
 	$(BIN)/segbench run configs/quick.yaml --no-report
 	$(BIN)/python -m deep.upsampling_study --config configs/deep_cpu.yaml
+	$(BIN)/segbench data ensure stanford_background
+	$(BIN)/segbench run configs/stanford_quick.yaml --no-report
 	$(BIN)/segbench report
 	@echo "your report: runs/results/README.md (compared with the reference in results/)"
 
@@ -38,6 +40,8 @@ bench-full: install
 	$(BIN)/segbench data ensure camvid
 	$(BIN)/segbench run configs/full.yaml --no-report
 	$(BIN)/segbench run configs/classical.yaml --no-report
+	$(BIN)/segbench data ensure stanford_background
+	$(BIN)/segbench run configs/stanford.yaml --no-report
 	$(BIN)/segbench report
 
 # Full-resolution FCN training: meant for a GPU (CUDA + mixed precision); resumes after a kill.

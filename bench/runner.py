@@ -327,8 +327,12 @@ def _done(row_path: Path, fp: str) -> bool:
         return False
     try:
         old = json.loads(row_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # unreadable: recompute it (the new row replaces it atomically)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        # Unreadable: it holds nothing to keep, so the new row replaces it (atomically).
+        log.warning("%s: unreadable stored row (%s), recomputing it", row_path, exc)
+        return False
+    if not isinstance(old, dict):
+        log.warning("%s: not a row (a JSON %s), recomputing it", row_path, type(old).__name__)
     return (
         isinstance(old, dict)
         and old.get("fingerprint") == fp

@@ -210,8 +210,16 @@ class CropSampler:
                 take = rng.choice(where, min(len(where), params["candidates_per_class"]), False)
                 ys, xs = np.divmod(take, label.shape[1])
                 pool[c].append(np.stack([np.full_like(ys, i), ys, xs], axis=1))
-        self.images = torch.stack(images).to(device)  # (N, 3, H+P-1, W+P-1) uint8
-        self.width = label.shape[1]
+        # Images of several sizes (Stanford Background has 51) share one canvas, zero-filled
+        # below and right of each reflect-padded image: a crop around a pixel of the image only
+        # reaches its reflected border, never the fill. One tensor keeps gathering one indexing.
+        height = max(im.shape[1] for im in images)
+        width = max(im.shape[2] for im in images)
+        self.images = torch.stack(
+            [F.pad(im, (0, width - im.shape[2], 0, height - im.shape[1])) for im in images]
+        ).to(device)  # (N, 3, H+P-1, W+P-1) uint8
+        # each image's own width: its last column has no right neighbour to mirror from
+        self.widths = np.array([im.shape[2] - self.p + 1 for im in images])
         self.pool = [np.concatenate(p) if p else np.zeros((0, 3), np.int64) for p in pool]
         freq = counts / max(counts.sum(), 1)
         weight = np.where(freq > 0, freq, 0.0) ** (1.0 - params["class_balance"])
@@ -251,7 +259,7 @@ class CropSampler:
         ``P // 2 - 1``, so the shift keeps the labelled pixel at the centre. The last column
         has no right neighbour and is never mirrored.
         """
-        flips = flips & (idx[:, 2] < self.width - 1) if self.p % 2 == 0 else flips
+        flips = flips & (idx[:, 2] < self.widths[idx[:, 0]] - 1) if self.p % 2 == 0 else flips
         x0 = idx[:, 2] + (flips & (self.p % 2 == 0))
         ar = np.arange(self.p)
         rows = torch.as_tensor(idx[:, 1, None] + ar, device=self.device)

@@ -98,14 +98,27 @@ class ArrayData:
 
 
 def load_arrays(dataset) -> ArrayData:  # noqa: ANN001 - any SegmentationDataset
-    """Read a whole split once (decoding PNGs every epoch would cost more than training)."""
+    """Read a whole split once (decoding PNGs every epoch would cost more than training).
+
+    Images of different sizes (Stanford Background has 51) are placed at the top left of one
+    canvas of the largest height and width: image filled with 0, label with the ignore index,
+    so the fill is never learnt nor scored (as :func:`augment` pads crops). A split of one size
+    is stored as it is.
+    """
     images, labels = [], []
     for image, label, _ in tqdm(dataset, desc=f"load {dataset.split}", unit="img", leave=False):
         images.append(image)
         labels.append(label)
+    height = max(im.shape[0] for im in images)
+    width = max(im.shape[1] for im in images)
+    canvas = np.zeros((len(images), height, width, 3), np.uint8)
+    canvas_labels = np.full((len(images), height, width), dataset.ignore_index, np.uint8)
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        canvas[i, : image.shape[0], : image.shape[1]] = image
+        canvas_labels[i, : label.shape[0], : label.shape[1]] = label
     return ArrayData(
-        torch.from_numpy(np.stack(images)),
-        torch.from_numpy(np.stack(labels)),
+        torch.from_numpy(canvas),
+        torch.from_numpy(canvas_labels),
         dataset.n_classes,
         dataset.ignore_index,
     )

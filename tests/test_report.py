@@ -255,6 +255,19 @@ def test_gap_falls_back_without_block_bootstrap(tmp_path, monkeypatch):
     assert f"[{100 * low:+.2f}, {100 * high:+.2f}] (bootstrap of single test images" in note
 
 
+def test_an_unreadable_confusion_file_is_named_and_the_rest_reported(tmp_path, monkeypatch, caplog):
+    stub_figures(monkeypatch)
+    write_rows(tmp_path, [make_row("alpha", ALPHA[0]), make_row("beta", BETA[0])], samples=False)
+    (broken,) = [p for p in tmp_path.rglob("alpha*.cm.npz")]
+    broken.write_bytes(b"junk")
+    with caplog.at_level(logging.WARNING):
+        write_report(tmp_path)
+    assert "alpha.seed0 or beta.seed0" in caplog.text or "beta.seed0 or alpha.seed0" in caplog.text
+    assert "--force --only alpha" in caplog.text
+    readme = (tmp_path / "README.md").read_text()
+    assert "**Top two:**" not in readme and "| alpha |" in readme
+
+
 # -- figures ---------------------------------------------------------------------------------
 
 

@@ -1,4 +1,5 @@
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -435,3 +436,15 @@ def test_checkpoints_go_to_the_runs_folder_and_stay_out_of_rows(dirs):
     }
     again = run_config(synthetic_config(fcn), **other)[0]
     assert again["fingerprint"] == row["fingerprint"]  # reused: same row, same fingerprint
+
+
+@pytest.mark.parametrize("content", ["{bad", "", "[1]", "\udcff"])
+def test_an_unreadable_stored_row_is_named_and_recomputed(dirs, caplog, content):
+    cfg = synthetic_config("class_prior")
+    (row,) = run_config(cfg, **dirs)
+    path = dirs["results_dir"] / "rows" / "quick" / "t" / "class_prior.seed0.json"
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with caplog.at_level(logging.WARNING, logger="bench.runner"):
+        (again,) = run_config(cfg, **dirs)
+    assert str(path) in caplog.text and "recomputing" in caplog.text
+    assert json.loads(path.read_text())["miou"] == row["miou"] == again["miou"]

@@ -154,3 +154,38 @@ def test_resume_after_a_kill_gives_the_uninterrupted_weights(data, tmp_path, mon
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
     assert scores_only(whole.history_) == scores_only(resumed.history_)
+
+
+def test_crop_sampler_takes_images_of_several_sizes():
+    from deep.patch_net import pad_for_patches
+    from deep.patch_train import CropSampler
+
+    rng = np.random.default_rng(1)
+    sizes = [(20, 30), (26, 18)]
+    items = [
+        (
+            rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+            rng.integers(0, 3, (h, w), np.uint8),
+            str(i),
+        )
+        for i, (h, w) in enumerate(sizes)
+    ]
+
+    class TwoSizes(list):
+        split, n_classes, ignore_index = "train", 3, 255
+
+    params = {"patch_size": 8, "random_state": 0, "candidates_per_class": 50, "class_balance": 0.5}
+    sampler = CropSampler(TwoSizes(items), params, torch.device("cpu"))
+    idx, _ = sampler.draw(200, np.random.default_rng(0))
+    flips = np.random.default_rng(1).random(len(idx)) < 0.5
+    crops = sampler.gather(idx, flips)
+    assert set(idx[:, 0]) == {0, 1}
+    for crop, (i, y, x), flip in zip(crops, idx, flips, strict=True):
+        h, w = sizes[i]
+        assert y < h and x < w  # centres lie in their own image
+        padded = pad_for_patches(torch.from_numpy(items[i][0]).permute(2, 0, 1), 8)
+        # even patch: a mirrored crop is the crop one column right, flipped (never at the edge)
+        x0 = x + 1 if flip and x < w - 1 else x
+        want = padded[:, y : y + 8, x0 : x0 + 8]
+        want = want.flip(-1) if flip and x < w - 1 else want
+        assert torch.equal(crop, normalise(want[None])[0])

@@ -123,3 +123,38 @@ def test_checkpoints_load_with_weights_only_and_keep_the_best_epoch(tmp_path) ->
     assert result.history[result.best_epoch]["val_miou"] == max(miou)
     for key, value in model.state_dict().items():
         assert torch.equal(value, best["model"][key])
+
+
+class _TwoSizes:
+    """A split of two image sizes, as Stanford Background's (51 sizes) is."""
+
+    split = "train"
+    n_classes = 3
+    ignore_index = 255
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.items = [
+            (rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+             rng.integers(0, 3, (h, w), dtype=np.uint8), f"im{i}")
+            for i, (h, w) in enumerate([(20, 30), (26, 18)])
+        ]  # fmt: skip
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def test_load_arrays_places_images_of_several_sizes_on_one_void_canvas() -> None:
+    data = _TwoSizes()
+    arrays = load_arrays(data)
+    assert arrays.images.shape == (2, 26, 30, 3) and arrays.labels.shape == (2, 26, 30)
+    for i, (image, label, _) in enumerate(data.items):
+        h, w = label.shape
+        assert (arrays.images[i, :h, :w].numpy() == image).all()
+        assert (arrays.labels[i, :h, :w].numpy() == label).all()
+        # everything outside the image is void (never learnt, never scored) and black
+        assert (arrays.labels[i].numpy() == 255).sum() == 26 * 30 - h * w
+        assert arrays.images[i].numpy().sum() == image.astype(np.int64).sum()

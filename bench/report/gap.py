@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,8 +75,13 @@ def top_two_gap(group: Group) -> Gap | None:
                 return None
             per_a, per_b = fa["per_image"], fb["per_image"]
             sequences = list(fa["groups"]) if "groups" in fa.files else None
-    except (OSError, KeyError, ValueError) as exc:
-        log.debug("no paired bootstrap for %s: %s", group.prefix, exc)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        # The rows are still reported; only the paired interval needs the matrices.
+        log.warning(
+            "%s: per-image confusion matrices of %s or %s unreadable (%s): no paired gap "
+            "interval; rerun the config with --force --only %s to rewrite them",
+            group.folder, stem_of(row_a), stem_of(row_b), exc, a.method,
+        )  # fmt: skip
         return None
     ci = row_a.get("ci") if isinstance(row_a.get("ci"), dict) else {}
     n_boot = int(ci.get("n_boot") or DEFAULT_N_BOOT)
