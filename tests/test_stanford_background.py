@@ -12,6 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
+import bench
 from bench.cli import main
 from bench.config import parse_config
 from bench.datasets import DATASETS, StanfordBackground, Synthetic, load_dataset, load_splits
@@ -302,18 +303,20 @@ def test_data_check_verifies_every_file(stanford_copy, capsys):
     assert "SHA256SUMS: manifest not found" in capsys.readouterr().err
 
 
-def test_data_download_and_ensure_say_there_is_no_download(stanford_copy, capsys):
+def test_data_ensure_verifies_and_downloads_only_what_is_missing(stanford_copy, capsys):
+    # The download itself: tests/test_stanford_download.py (a server on 127.0.0.1).
     root = ["--data-root", str(stanford_copy)]
-    for url in ([], ["--url", "http://127.0.0.1:9/"]):
-        assert main(["data", "download", "stanford_background", *root, *url]) == 2
-        assert "cannot download stanford_background yet" in capsys.readouterr().err
-    assert main(["data", "ensure", "stanford_background", *root]) == 0
-    assert "StanfordBackground present and verified" in capsys.readouterr().out
+    assert main(["data", "check", "stanford_background", *root]) == 0
+    assert "all 7 files match" in capsys.readouterr().out
     (stanford_copy / "stanford_background" / "labels" / "0000047.png").unlink()
-    assert main(["data", "ensure", "stanford_background", *root]) == 2
+    assert main(["data", "check", "stanford_background", *root]) == 2
+    assert "labels/0000047.png: missing" in capsys.readouterr().err
+    # a missing file makes ensure fetch the archive: here from a closed port, one message
+    closed = ["--url", "http://127.0.0.1:9/iccv09Data.tar.gz"]
+    assert main(["data", "ensure", "stanford_background", *root, *closed]) == 2
     err = capsys.readouterr().err
-    assert "1 of 7 files missing (first labels/0000047.png)" in err
-    assert "cannot download this dataset yet" in err
+    assert "http://127.0.0.1:9/iccv09Data.tar.gz: download interrupted" in err
+    assert "Traceback" not in err
     assert main(["data", "check", "synthetic"]) == 2
     assert "synthetic is generated" in capsys.readouterr().err
 
@@ -357,6 +360,23 @@ def test_folds_make_one_row_per_fold_and_the_report_summarises_them(stanford_roo
     readme = (dirs["results_dir"] / "README.md").read_text()
     mean = 100 * (rows[0]["miou"] + rows[1]["miou"]) / 2
     assert f"| class_prior | 2 x 1 | {mean:.2f} ± " in readme
+    # the folds table: pixel and class accuracy, mean ± sd over the two folds
+    acc = [100 * r["global_acc"] for r in rows]
+    cls = [100 * r["mean_acc"] for r in rows]
+    line = next(ln for ln in readme.splitlines() if ln.startswith("| class_prior | 2 x 1 | ") and
+                ln.count("±") == 3)  # fmt: skip
+    assert f"| {np.mean(acc):.2f} ± {np.std(acc, ddof=1):.2f} |" in line
+    assert f"| {np.mean(cls):.2f} ± {np.std(cls, ddof=1):.2f} |" in line
+    # the published table beside it, every row of the shipped file, marked as not run here
+    published = yaml.safe_load(
+        (
+            Path(bench.__file__).parent / "datasets" / "published" / "stanford_background.yaml"
+        ).read_text()
+    )["rows"]
+    assert "### Published results (not run here; folds differ)" in readme
+    for row in published:
+        assert f"| {row['method']} | {row['citation']} |" in readme
+    assert "| Recursive neural network | Socher" in readme and "| 78.1 | - |" in readme
 
 
 @pytest.mark.parametrize(

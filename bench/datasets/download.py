@@ -10,6 +10,7 @@ rerun only fetches what is still missing. The standard library's ``urllib`` is e
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import shutil
 import urllib.error
@@ -52,6 +53,16 @@ def read_manifest(path: str | Path) -> dict[str, str]:
             raise SegbenchError(f"{path}:{lineno}: {rel!r} points outside the dataset folder")
         manifest[rel] = parts[0].lower()
     return manifest
+
+
+#: Datasets published as one archive that segbench converts (name -> module with ``URL``,
+#: ``MANIFEST`` and ``download(folder, url, manifest)``), imported only when asked for.
+ARCHIVES: dict[str, str] = {"stanford_background": "bench.datasets.stanford_download"}
+
+
+def archive_module(name: str):  # noqa: ANN201 - a module
+    """The converter module of dataset ``name`` (see :data:`ARCHIVES`), None if it has none."""
+    return importlib.import_module(ARCHIVES[name]) if name in ARCHIVES else None
 
 
 def sha256_file(path: Path) -> str:

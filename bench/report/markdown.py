@@ -128,6 +128,93 @@ def main_line(m: MethodSummary, sequences: list[str]) -> list[str]:
     ]
 
 
+# -- folds and published rows ---------------------------------------------------------------------
+
+#: Published results of a dataset, ``<name>.yaml`` (shipped with segbench, never run here).
+PUBLISHED_DIR = REPO_ROOT / "bench" / "datasets" / "published"
+
+
+def fold_lines(group: Group) -> list[str]:
+    """Mean ± sd over folds of the scores the cross-validation literature reports.
+
+    Empty for a group without folds. Pixel (global) and class-average accuracy are what papers
+    on such datasets print; mIoU is segbench's headline. ``fit s`` and ``ms/image`` are per fold.
+    """
+    methods = [m for m in group.methods if m.folds]
+    if not methods:
+        return []
+    body = [
+        [
+            m.method,
+            f"{len(m.folds)} x {len(m.seeds)}",
+            _mean_sd(m, "global_acc"),
+            _mean_sd(m, "mean_acc"),
+            _mean_sd(m, "miou"),
+            seconds(m.mean("fit_s")),
+            seconds(m.mean("predict_ms_median")),
+        ]
+        for m in methods
+    ]
+    header = [
+        "method", "folds x seeds", "pixel acc % (mean ± sd)", "class acc % (mean ± sd)",
+        "mIoU % (mean ± sd)", "fit s per fold", "ms/image",
+    ]  # fmt: skip
+    return [
+        "",
+        "### Over the folds",
+        "",
+        "Mean ± standard deviation over the folds (and seeds) of each method's rows: the spread "
+        "is that of the held-out folds, each scored once.",
+        "",
+        *md_table(header, body, "lrrrrrr"),
+    ]
+
+
+def published_lines(dataset: str, folder: Path = PUBLISHED_DIR) -> list[str]:
+    """The published table of ``dataset`` (``folder/<dataset>.yaml``), marked as not run here."""
+    path = folder / f"{dataset}.yaml"
+    if not path.is_file():
+        return []
+    import yaml  # only datasets with a published table need it
+
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    rows = data.get("rows") or []
+    if not rows:
+        return []
+
+    def number(value: Any) -> str:
+        return "-" if value is None else f"{float(value):.1f}"
+
+    body = [
+        [
+            r.get("method", "?"),
+            r.get("citation", "?"),
+            number(r.get("pixel_acc")),
+            number(r.get("class_acc")),
+            cell(r.get("seconds") or "-"),
+            {"abstract": "paper's abstract", "secondary": "later table"}.get(
+                str(r.get("checked")), "not retrieved"
+            ),
+        ]
+        for r in rows
+    ]
+    where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    return [
+        "",
+        "### Published results (not run here; folds differ)",
+        "",
+        "Numbers printed in papers, five-fold cross-validation on their own random folds (no "
+        "official split exists), beside segbench's own folds above: close in kind, not strictly "
+        f"comparable. Sources and how each was checked: `{where}`.",
+        "",
+        *md_table(
+            ["method", "paper", "pixel acc %", "class acc %", "s/image (as stated)", "read in"],
+            body,
+            "llrrll",
+        ),
+    ]
+
+
 # -- the top two ----------------------------------------------------------------------------------
 
 
@@ -289,6 +376,9 @@ def group_section(
         body = [[m.method, *(pct(v, 1) for v in m.per_class_mean())] for m in methods]
         lines += ["", "### Per-class IoU % (mean over seeds)", ""]
         lines += md_table(["method", *names], body, "l" + "r" * len(names))
+    lines += fold_lines(group)
+    if any(m.folds for m in methods):
+        lines += published_lines(group.dataset)
     lines += _figure_lines(figures)
     lines += _comparison_lines(comparison)
     lines += ["", _environment_line(group), "", _reproduce_line(group), ""]
