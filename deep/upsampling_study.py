@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 import sys
 import time
@@ -177,6 +178,10 @@ def study(store: Path, threads: int = 1) -> list[dict]:
             "cpu_ms_360x480": speed[arch_key][0], "gflops_360x480": speed[arch_key][1],
             "train_s_mean": _mean_sd([float(s.get("train_seconds", float("nan")))
                                       for s in summaries])[0],
+            "final_loss": [
+                float((s.get("history") or [{}])[-1].get("loss", float("nan"))) for s in summaries
+            ],
+            "n_classes": len(items[0]["class_names"]),
             "precision": items[0].get("precision", "fp32"),
             "device": (items[0].get("environment") or {}).get("device", "cpu"),
         }  # fmt: skip
@@ -232,6 +237,46 @@ def noise_floor_lines(entries: list[dict]) -> list[str]:
         "| config | same-function gap per seed (points) | median seed sd (points) |",
         "|---|---|---:|",
         *lines,
+    ]
+
+
+def stuck_lines(entries: list[dict], margin: float = 0.03) -> list[str]:
+    """Variants whose training loss never left ln C (C classes) for any seed: they learnt nothing.
+
+    A bare sparse layer (bed of nails, max-unpooling) used for the last three x2 steps of FCN-8s
+    leaves 63 of every 64 output pixels at exactly zero logits: there the per-pixel loss is ln C
+    whatever the weights and no gradient flows, so the mean loss cannot fall much below
+    (63/64) ln C and the prediction is the argmax of zeros, class 0, nearly everywhere. That is
+    a property of the decoder, not a failed run, and why SegNet follows each unpooling with a
+    convolution (the ``*_conv`` variants).
+    """
+    stuck = []
+    for e in entries:
+        losses = [x for x in e.get("final_loss", []) if np.isfinite(x)]
+        floor = math.log(e.get("n_classes") or 2)
+        if losses and all(x >= (1 - margin) * floor for x in losses):
+            stuck.append((e, losses, floor))
+    if not stuck:
+        return []
+    rows = [
+        f"| {e['config']} | {e['method']} | {', '.join(f'{x:.3f}' for x in losses)} | "
+        f"{floor:.3f} | {_pm(e['test_miou_mean'], e['test_miou_sd'])} |"
+        for e, losses, floor in stuck
+    ]
+    return [
+        "",
+        "## Variants that learnt nothing",
+        "",
+        "Their last-epoch training loss stayed within 3 % of ln C (the loss of all-zero "
+        "logits) for every seed. A bare sparse layer (bed of nails, max-unpooling) as the last "
+        "three x2 steps of FCN-8s leaves 63 of every 64 output pixels at zero logits: no "
+        "gradient flows there, the loss cannot fall much below (63/64) ln C, and the prediction "
+        "is class 0 nearly everywhere. A property of the decoder, not a failed run: it is why "
+        "SegNet follows each unpooling with a convolution (the `*_conv` variants above).",
+        "",
+        "| config | method | last-epoch loss per seed | ln C | test mIoU % (mean ± sd) |",
+        "|---|---|---|---:|---:|",
+        *rows,
     ]
 
 
@@ -292,6 +337,7 @@ def to_markdown(entries: list[dict], threads: int, gaps: list[dict] | None = Non
                 f"| {sgap['below']} |"
             )
     lines += noise_floor_lines(entries)
+    lines += stuck_lines(entries)
     lines += ["", "Command: `.venv/bin/python -m deep.upsampling_study --config "
               "configs/deep_cpu.yaml` (part of `make bench`)", ""]  # fmt: skip
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,25 @@ def test_noise_floor_reports_the_equal_layers_per_seed_and_the_seed_spread() -> 
     lines = noise_floor_lines(entries)
     assert lines[-1].startswith("| deep_cpu | 3.0, 1.0 |")
     assert noise_floor_lines(entries[2:])[-1].startswith("| deep_cpu | - |")
+
+
+def test_variants_whose_loss_stays_at_ln_c_are_named_with_the_reason() -> None:
+    from deep.upsampling_study import stuck_lines
+
+    def entry(method: str, losses: list[float]) -> dict:
+        return {"config": "deep_cpu", "method": method, "final_loss": losses, "n_classes": 11,
+                "test_miou_mean": 0.03, "test_miou_sd": 0.001}  # fmt: skip
+
+    ln11 = math.log(11)
+    entries = [
+        entry("fcn8s_bed_of_nails", [2.3801, 2.3808, 2.3799]),
+        entry("fcn8s", [0.9, 1.1, 1.0]),
+        entry("fcn8s_half", [2.38, 1.2]),  # one seed learnt: not listed
+    ]
+    lines = stuck_lines(entries)
+    assert "## Variants that learnt nothing" in lines
+    assert (
+        f"| deep_cpu | fcn8s_bed_of_nails | 2.380, 2.381, 2.380 | {ln11:.3f} | 3.0 ± 0.1 |" in lines
+    )
+    assert not any("| fcn8s |" in ln or "fcn8s_half" in ln for ln in lines)
+    assert stuck_lines(entries[1:]) == []
