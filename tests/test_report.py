@@ -268,6 +268,33 @@ def test_an_unreadable_confusion_file_is_named_and_the_rest_reported(tmp_path, m
     assert "**Top two:**" not in readme and "| alpha |" in readme
 
 
+def test_rows_of_other_code_are_flagged_in_their_section(tmp_path, monkeypatch):
+    from bench.provenance import lock_hash, method_code_hash
+
+    stub_figures(monkeypatch)
+    current = {"git_commit": "now", "dirty": False, "lock_hash": lock_hash(),
+               "code_hash": method_code_hash("baselines.class_prior")}  # fmt: skip
+    rows = [
+        make_row("alpha", ALPHA[0], method_name="class_prior", provenance=current),
+        make_row(
+            "beta",
+            BETA[0],
+            method_name="class_prior",
+            provenance={**current, "code_hash": "0ld", "git_commit": "old1"},
+        ),  # fmt: skip
+    ]
+    write_rows(tmp_path, rows, samples=False)
+    write_report(tmp_path)
+    readme = (tmp_path / "README.md").read_text()
+    assert "**1 of these 2 rows were computed by other code than this version's**" in readme
+    assert "commit(s) `old1`" in readme and "`segbench run configs/smoke.yaml`" in readme
+    # all current: no warning
+    write_rows(tmp_path, [rows[0]], samples=False)
+    (tmp_path / "rows" / "quick" / "smoke" / "beta.seed0.json").unlink()
+    write_report(tmp_path)
+    assert "computed by other code" not in (tmp_path / "README.md").read_text()
+
+
 # -- figures ---------------------------------------------------------------------------------
 
 

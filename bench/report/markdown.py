@@ -215,6 +215,44 @@ def published_lines(dataset: str, folder: Path = PUBLISHED_DIR) -> list[str]:
     ]
 
 
+# -- rows of other code ---------------------------------------------------------------------------
+
+
+def computed_by_other_code(row: dict[str, Any]) -> bool | None:
+    """Whether ``row`` was computed by other code or packages than this checkout's.
+
+    Compares the row's ``provenance`` code and lock hashes with what this checkout's files hash
+    to (:mod:`bench.provenance`). None when that cannot be said (a method from outside the
+    project that does not import here, a row without provenance).
+    """
+    from bench.methods import method_module
+    from bench.provenance import lock_hash, method_code_hash
+
+    prov = row.get("provenance") or {}
+    if not prov.get("code_hash") or not row.get("method_name"):
+        return None
+    try:
+        current = method_code_hash(method_module(str(row["method_name"])))
+    except Exception:  # noqa: BLE001 - an unknown or unimportable method: cannot tell
+        return None
+    return prov["code_hash"] != current or prov.get("lock_hash") != lock_hash()
+
+
+def other_code_line(group: Group) -> list[str]:
+    """A warning when some of ``group``'s rows are not this version's numbers."""
+    stale = [r for r in group.rows if computed_by_other_code(r)]
+    if not stale:
+        return []
+    commits = sorted({str((r.get("provenance") or {}).get("git_commit") or "?") for r in stale})
+    return [
+        "",
+        f"**{len(stale)} of these {len(group.rows)} rows were computed by other code than this "
+        f"version's** (their code or lock-file hash differs; commit(s) "
+        f"{', '.join(f'`{c}`' for c in commits)}): they are that code's numbers. Recompute "
+        f"them with `segbench run configs/{group.config}.yaml`, then `segbench promote`.",
+    ]
+
+
 # -- the top two ----------------------------------------------------------------------------------
 
 
@@ -363,6 +401,7 @@ def group_section(
         lines += md_table(header, [main_line(m, group.sequences) for m in methods], align)
     else:
         lines.append("No method finished.")
+    lines += other_code_line(group)
     if failed:
         lines += ["", "Failed:", ""]
         for row in failed:
