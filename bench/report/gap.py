@@ -118,6 +118,9 @@ def _paired_interval(
         # bench.metrics before the block bootstrap: fall back to single images, and say so.
         low, high = metrics.paired_bootstrap_diff(per_a, per_b, n_boot=n_boot, seed=seed)
         return low, high, f"bootstrap of single test images, {n_boot} resamples"
+    if block == 1 and n_seq == 1:
+        # one group of independent images (Stanford Background): blocks of one image each
+        return low, high, f"bootstrap of single test images, {n_boot} resamples"
     return (
         low,
         high,

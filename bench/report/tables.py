@@ -341,8 +341,9 @@ class Group:
     def sequences(self) -> list[str]:
         """The test sequences of the ok rows, in order of appearance.
 
-        Empty when every "sequence" is a single image: a dataset without video sequences
-        labels each image as its own group, and a column per image is no summary.
+        Empty when every "sequence" is a single image (a dataset without video sequences
+        may label each image as its own group: a column per image is no summary) or when there
+        is only one (its column would repeat the split's mIoU).
         """
         counts: dict[str, float] = {}
         for summary in self.methods:
@@ -350,7 +351,8 @@ class Group:
                 for seq, sc in (row.get("per_sequence") or {}).items():
                     n = as_float((sc or {}).get("n_images"))
                     counts[seq] = max(counts.get(seq, 0.0), n if math.isfinite(n) else 0.0)
-        return list(counts) if any(n > 1 for n in counts.values()) else []
+        # one sequence (a dataset of independent images in one group) is the whole split
+        return list(counts) if len(counts) > 1 and any(n > 1 for n in counts.values()) else []
 
 
 def group_rows(rows: list[dict[str, Any]], store: Path) -> list[Group]:
