@@ -296,11 +296,15 @@ def gap_note(gap: Gap) -> str:
             "Training variance is not measured here (a method with one seed): another "
             "training seed could order the two differently."
         )
+    frames = "which frames of these drives were filmed"
+    if gap.resampling.startswith("bootstrap of single"):
+        frames = "which images happened to be drawn for the test split"
+        verdict = verdict.replace("test frames like these", "test images like these")
     return (
         f"**Top two:** `{a}` - `{b}` = {100 * gap.diff:+.2f} points for the {gap.unit} "
         f"models, paired 95 % interval [{100 * gap.low:+.2f}, {100 * gap.high:+.2f}] "
-        f"({gap.resampling}). It covers test-set sampling only (which frames of these drives "
-        f"were filmed), not training variance. {verdict} {spread}"
+        f"({gap.resampling}). It covers test-set sampling only ({frames}), not training "
+        f"variance. {verdict} {spread}"
     )
 
 
