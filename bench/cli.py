@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.errors import SegbenchError
+from bench.rows import run_label
 
 log = logging.getLogger("segbench")
 
@@ -22,18 +23,44 @@ def _store(args: argparse.Namespace) -> Path:
     return REFERENCE_DIR if getattr(args, "reference", False) else LOCAL_DIR
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
+def _one_line(exc: SegbenchError) -> SegbenchError:
+    """``exc`` with its text on one line (PyYAML's parse errors span several lines)."""
+    return SegbenchError(" ".join(str(exc).split()))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_config
+    from bench.datasets import load_splits
     from bench.runner import run_config
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config)
+    except SegbenchError as exc:
+        raise _one_line(exc) from exc
     if args.data_root:
         cfg.data_root = args.data_root
+    # The dataset and its split lists first: an unknown dataset or split name gets its own
+    # message, not the runner's "rows made by a config with other settings" of a store whose
+    # group shares the config's name. (Done here, not in the runner, whose source is part of
+    # every row's code hash.)
+    for fold in cfg.folds or [None]:
+        load_splits(cfg, fold)
     rows = run_config(cfg, force=args.force, only=args.only, results_dir=_store(args))
-    failed = [r["method"] for r in rows if r["status"] != "ok"]
+    failed = [f"{r['method']} ({run_label(r)})" for r in rows if r["status"] != "ok"]
     log.info("%d rows done, %d failed %s", len(rows), len(failed), failed or "")
     if not args.no_report:
         _cmd_report(args)
+    if failed:
+        # Exit status 1 (not 2, bad input): the run went through, every other row is stored,
+        # and the failed rows record their error; but a benchmark with a failed row is not
+        # complete, so scripts and `make bench` must not carry on as if it were.
+        print(
+            f"error: {len(failed)} row(s) failed: {', '.join(failed)}; each row's 'error' field "
+            "says why (the other rows are stored)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -212,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        args.func(args)
+        status = args.func(args) or 0
     except SegbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rows already written are kept; rerun to resume", file=sys.stderr)
         return 130
-    return 0
+    return status

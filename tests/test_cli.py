@@ -72,3 +72,61 @@ def test_data_check_passes_on_the_shared_copy_and_fails_on_a_broken_one(
     assert main(["data", "check", "--data-root", str(camvid_copy)]) == 2
     err = capsys.readouterr().err
     assert "files fail verification" in err and "missing" in err
+
+
+def _cli_config(tmp_path, monkeypatch, methods, **extra):
+    """A tiny synthetic config file; the CLI's run writes predictions under tmp_path."""
+    import yaml
+
+    import bench.runner
+
+    real = bench.runner.run_config
+    monkeypatch.setattr(
+        bench.runner, "run_config", lambda cfg, **kw: real(cfg, runs_dir=tmp_path / "runs", **kw)
+    )
+    data = {
+        "name": "t", "dataset": "synthetic", "dataset_options": {"size": [32, 40]},
+        "train_subset": 4, "eval_subset": 5, "bootstrap": 20, "sample_images": 1,
+        "methods": methods, **extra,
+    }  # fmt: skip
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return ["run", str(path), "--store", str(tmp_path / "store"), "--no-report"]
+
+
+def test_a_failed_row_makes_run_exit_1_and_keeps_the_others(tmp_path, monkeypatch, capsys):
+    args = _cli_config(tmp_path, monkeypatch, ["class_prior", {"name": "fake_methods:Boom"}])
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "1 row(s) failed: Boom (seed 0)" in err and "Traceback" not in err
+    rows = sorted(p.name for p in (tmp_path / "store" / "rows" / "quick" / "t").glob("*.json"))
+    assert rows == ["Boom.seed0.json", "class_prior.seed0.json"]
+
+
+def test_a_run_without_failures_exits_0(tmp_path, monkeypatch):
+    assert main(_cli_config(tmp_path, monkeypatch, ["class_prior"])) == 0
+
+
+def test_a_yaml_syntax_error_is_one_line(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("name: t\nmethods: [class_prior\nsplit: test\n")
+    assert main(["run", str(cfg), "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.yaml: not valid YAML" in err and "line" in err
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("split", "tset", "no split 'tset'"), ("dataset", "camvidd", "unknown dataset 'camvidd'")],
+)
+def test_an_unknown_split_or_dataset_is_named_before_the_group_check(
+    tmp_path, monkeypatch, capsys, key, value, message
+):
+    # a group of the same name made by another config is already in the store: the message
+    # must still be about the name that does not exist, not about "other settings"
+    assert main(_cli_config(tmp_path, monkeypatch, ["class_prior"])) == 0
+    capsys.readouterr()
+    args = _cli_config(tmp_path, monkeypatch, ["class_prior"], **{key: value})
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "other settings" not in err
