@@ -1,17 +1,28 @@
-"""What computed a row: a hash of the project code a method runs, the lock file, the commit.
+"""What computed a row: a hash of the project code a method runs, its pinned packages, the commit.
 
 A row is reused on a rerun only when its fingerprint matches, and the fingerprint includes
-:func:`code_hash` of the method's module, so a change to the method, to anything of the project
-it imports, or to the harness code that scores it, recomputes the row instead of keeping a
-number older code produced.
+:func:`method_code_hash` of the method's module, so a change to the method, to anything of the
+project it imports, to the harness code that loads, scores and times it, or to the pinned
+version of a package that code imports, recomputes the row instead of keeping a number older
+code produced.
+
+What is hashed is what decides a row's numbers, nothing more (rule 2, since round 2): project
+modules that only parse configs, name errors or compute these hashes are left out
+(:data:`NOT_HASHED`), and of the lock file only the lines that pin the distributions the hashed
+code imports, with everything they require (:func:`dependency_pins`). Under rule 1 any edit to
+a config message, or any package added to the lock file for another method, recomputed every
+row. ``python -m bench.restamp`` moves rows of rule 1 to rule 2 where their code is unchanged.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
 import importlib.util
+import re
 import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -24,9 +35,11 @@ LOCK_FILE = REPO_ROOT / "requirements.lock"
 #: Harness modules whose code decides a row's numbers whatever the method: loading, resizing,
 #: scoring, the row's fields. The runner and its imports.
 HARNESS_MODULES = ("bench.runner",)
-#: Imported by the runner but deciding no number: the registry maps names to modules (each
-#: method's own module is hashed), so registering a new method does not recompute every row.
-NOT_HASHED = frozenset({"bench.methods"})
+#: Imported by the runner but deciding no number, so an edit to them recomputes no row:
+#: the registry maps names to modules (each method's own module is hashed); the config parser
+#: hands on values that the fingerprint holds themselves (the config's identity, every
+#: method's full parameters); the error class; this module, which only computes hashes.
+NOT_HASHED = frozenset({"bench.methods", "bench.config", "bench.errors", "bench.provenance"})
 
 
 def _module_file(name: str, any_package: bool = False) -> Path | None:
@@ -41,9 +54,10 @@ def _module_file(name: str, any_package: bool = False) -> Path | None:
     return Path(spec.origin)
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """Project modules ``module`` (in ``path``) imports, at any depth of its source."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+def _imports(path: Path, module: str, source: bytes | None = None) -> set[str]:
+    """Project modules ``module`` (in ``path``, or ``source`` when given) imports, at any depth."""
+    text = path.read_bytes() if source is None else source
+    tree = ast.parse(text.decode("utf-8"), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
@@ -90,25 +104,125 @@ def code_files(module: str) -> tuple[Path, ...]:
     return tuple(sorted(set(seen.values())))
 
 
-def code_hash(*modules: str) -> str:
-    """SHA-256 (16 hex digits) of the source of ``modules`` and all they import (see above)."""
-    files = sorted({p for m in modules for p in code_files(m)})
+def file_key(path: Path) -> str:
+    """How a hashed file is named inside the hash: its path in the repository (POSIX)."""
+    where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name
+    return Path(where).as_posix()
+
+
+def hash_sources(sources: dict[str, bytes]) -> str:
+    """SHA-256 (16 hex digits) of ``{file key: source}``, in key order."""
     digest = hashlib.sha256()
-    for path in files:
-        where = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path.name
-        digest.update(Path(where).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for key in sorted(sources):
+        digest.update(key.encode() + b"\0")
+        digest.update(sources[key] + b"\0")
     return digest.hexdigest()[:16]
 
 
+def code_hash(*modules: str) -> str:
+    """SHA-256 (16 hex digits) of the source of ``modules`` and all they import (see above)."""
+    files = {p for m in modules for p in code_files(m)}
+    return hash_sources({file_key(p): p.read_bytes() for p in files})
+
+
+def _canonical(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``Jinja2`` is ``jinja2``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    """Top-level names ``path`` imports from outside the project and the standard library."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return {
+        n for n in names
+        if n not in PROJECT_PACKAGES and n not in sys.stdlib_module_names and n != "__future__"
+    }  # fmt: skip
+
+
+@cache
+def _distributions_of(import_names: frozenset[str]) -> frozenset[str]:
+    """Installed distributions providing ``import_names``, with everything they require.
+
+    Requirements that only an extra asks for are left out; platform markers are not
+    evaluated (a requirement of another platform is simply not installed, so not found).
+    """
+    providers = importlib.metadata.packages_distributions()
+    todo = [_canonical(d) for n in import_names for d in providers.get(n, [])]
+    seen: set[str] = set()
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for req in requires:
+            if re.search(r"\bextra\s*==", req):
+                continue
+            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
+            if match:
+                todo.append(_canonical(match.group(1)))
+    return frozenset(seen)
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """``{canonical distribution name: its line}`` of a lock file's ``name==version`` lines."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#")[0].strip()
+        match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==", line)
+        if match:
+            pins[_canonical(match.group(1))] = line
+    return pins
+
+
+def dependency_pins(*modules: str, lock_text: str | None = None) -> list[str]:
+    """The lock-file lines that pin what the code of ``modules`` imports, sorted.
+
+    The distributions are those providing the third-party imports of every hashed file of
+    ``modules`` (:func:`code_files`), with their requirements, as installed here; their pins
+    are read from ``lock_text`` (default: this checkout's lock file).
+    """
+    if lock_text is None:
+        lock_text = LOCK_FILE.read_text() if LOCK_FILE.is_file() else ""
+    names = frozenset(
+        n for m in modules for p in code_files(m) for n in _third_party_imports(p)
+    )  # fmt: skip
+    pins = lock_pins(lock_text)
+    return sorted(pins[d] for d in _distributions_of(names) if d in pins)
+
+
+def _hash_lines(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16] if lines else ""
+
+
 def method_code_hash(module: str) -> str:
-    """:func:`code_hash` of a method's module together with the harness that scores it."""
-    return code_hash(module, *HARNESS_MODULES)
+    """What decides a method's rows: its code and the harness's, and the packages they import.
+
+    SHA-256 (16 hex digits) of :func:`code_hash` of the method's module together with the
+    harness that scores it, and of the lock-file pins of what that code imports
+    (:func:`dependency_pins`).
+    """
+    modules = (module, *HARNESS_MODULES)
+    return _hash_lines([code_hash(*modules), *dependency_pins(*modules)])
 
 
-def lock_hash(path: Path = LOCK_FILE) -> str:
-    """SHA-256 (16 hex digits) of the lock file (the pinned package versions)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path.is_file() else ""
+def lock_hash(*modules: str) -> str:
+    """SHA-256 (16 hex digits) of the lock-file pins the code of ``modules`` depends on.
+
+    Default: the harness's (:data:`HARNESS_MODULES`); a method's own pins are part of its
+    :func:`method_code_hash`. A package added to the lock file for one method thus recomputes
+    no other method's rows.
+    """
+    return _hash_lines(dependency_pins(*(modules or HARNESS_MODULES)))
 
 
 def git_state(repo: Path = REPO_ROOT) -> tuple[str, bool]:

@@ -239,8 +239,21 @@ def computed_by_other_code(row: dict[str, Any]) -> bool | None:
 
 
 def other_code_line(group: Group) -> list[str]:
-    """A warning when some of ``group``'s rows are not this version's numbers."""
-    stale = [r for r in group.rows if computed_by_other_code(r)]
+    """A warning when some of ``group``'s rows are not this version's numbers.
+
+    A CRF row's provenance hashes the CRF stage's code; its numbers rest on the method it
+    refines too, so it counts as other code's when that method's row (same fold and seed) does.
+    """
+    stale_ids = {
+        (r.get("method"), r.get("fold"), r.get("seed"))
+        for r in group.rows
+        if computed_by_other_code(r)
+    }
+    stale = [
+        r for r in group.rows
+        if (r.get("method"), r.get("fold"), r.get("seed")) in stale_ids
+        or (r.get("crf_of") and (r["crf_of"], r.get("fold"), r.get("seed")) in stale_ids)
+    ]  # fmt: skip
     if not stale:
         return []
     commits = sorted({str((r.get("provenance") or {}).get("git_commit") or "?") for r in stale})
