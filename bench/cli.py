@@ -23,20 +23,12 @@ def _store(args: argparse.Namespace) -> Path:
     return REFERENCE_DIR if getattr(args, "reference", False) else LOCAL_DIR
 
 
-def _one_line(exc: SegbenchError) -> SegbenchError:
-    """``exc`` with its text on one line (PyYAML's parse errors span several lines)."""
-    return SegbenchError(" ".join(str(exc).split()))
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench.config import load_config
     from bench.datasets import load_splits
     from bench.runner import run_config
 
-    try:
-        cfg = load_config(args.config)
-    except SegbenchError as exc:
-        raise _one_line(exc) from exc
+    cfg = load_config(args.config)
     if args.data_root:
         cfg.data_root = args.data_root
     # The dataset and its split lists first: an unknown dataset or split name gets its own

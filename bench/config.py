@@ -127,7 +127,8 @@ def load_config(path: str | Path) -> Config:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise SegbenchError(f"{path}: not valid YAML ({exc})") from exc
+        # PyYAML's text spans several lines (the file, the caret marks): one line here
+        raise SegbenchError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if not isinstance(data, dict):
         raise SegbenchError(f"{path}: a config must be a mapping of keys to values")
     return parse_config(data, source=str(path), default_name=path.stem)
@@ -230,9 +231,12 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         if key in data and not isinstance(data[key], types):
             allowed = "a string" if types is str else "a string or null"
             raise SegbenchError(f"{source}: {key!r} must be {allowed}, not {data[key]!r}")
-    for key in ("bootstrap", "sample_images"):
-        if data.get(key, 0) < 0:
-            raise SegbenchError(f"{source}: {key!r} must not be negative")
+    # 0 is refused too: it would fail after the first fit (no resample to take an interval
+    # from, no image to show), and every row needs both.
+    for key, what in (("bootstrap", "resamples of the test-set interval"),
+                      ("sample_images", "example predictions the report shows")):  # fmt: skip
+        if data.get(key, 1) < 1:
+            raise SegbenchError(f"{source}: {key!r} must be at least 1 ({what})")
     for key in ("train_subset", "eval_subset"):
         value = data.get(key)
         is_int = isinstance(value, int) and not isinstance(value, bool)

@@ -333,7 +333,9 @@ def test_config_names_are_plain_names(name):
     [
         ({"seed": True}, "'seed' must be an integer"),
         ({"bootstrap": 1.5}, "'bootstrap' must be an integer"),
-        ({"bootstrap": -1}, "'bootstrap' must not be negative"),
+        ({"bootstrap": -1}, "'bootstrap' must be at least 1"),
+        ({"bootstrap": 0}, "'bootstrap' must be at least 1"),
+        ({"sample_images": 0}, "'sample_images' must be at least 1"),
         ({"train_subset": True}, "'train_subset' must be a positive integer"),
         ({"resolution": [True, 40]}, "'resolution' must be"),
         ({"split": 1}, "'split' must be a string"),
