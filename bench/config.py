@@ -50,6 +50,9 @@ _STRING_KEYS: dict[str, type | tuple[type, ...]] = {
 }  # fmt: skip
 #: A config name or method id: each becomes a file or folder name of the results store.
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+#: A method id may also hold '+' (a pipeline, ``superpixel_slic+gc``, as the CRF rows' ids do);
+#: it is a file name inside the group, never a path.
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass
@@ -176,9 +179,9 @@ def parse_config(data: dict, source: str = "<config>", default_name: str = "conf
         # A method from outside the project (``package.module:Class``) is stored as its class
         # name unless it has an id: a row id becomes a file name.
         row_id = entry.get("id", name.rpartition(":")[2].rpartition(".")[2])
-        if not isinstance(row_id, str) or not _PLAIN.fullmatch(row_id):
+        if not isinstance(row_id, str) or not _ID.fullmatch(row_id):
             raise SegbenchError(
-                f"{where}: 'id' must be a plain name (letters, digits, '_', '-', '.'), "
+                f"{where}: 'id' must be a plain name (letters, digits, '_', '-', '.', '+'), "
                 f"not {row_id!r}"
             )
         spec = MethodSpec(name, row_id, params, crf)

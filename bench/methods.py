@@ -28,6 +28,7 @@ METHODS: dict[str, str] = {
     "colour_forest": "baselines.colour_forest:ColourForest",
     "texton_forest": "baselines.texton_forest:TextonForest",
     "superpixel": "baselines.superpixels:SuperpixelClassifier",
+    "superpixel_graph_cut": "baselines.graph_cut:SuperpixelGraphCut",
     "dense_crf": "baselines.dense_crf:DenseCRF",
     "sliding_window": "baselines.sliding_window:SlidingWindowCNN",
     "patch_fcn": "deep.patch_fcn:PatchFCN",

@@ -25,6 +25,10 @@ SMALL: dict[str, dict] = {
         "n_texton_features": 20, "stage2_pixels_per_image": 200, "n_jobs": 1,
     },
     "superpixel": {"n_segments": 60, "n_estimators": 5, "n_jobs": 1},
+    "superpixel_graph_cut": {
+        "superpixel": {"n_segments": 60, "n_estimators": 5, "n_jobs": 1},
+        "weights": [0.0, 1.0], "tune_images": 2,
+    },
     # a stage: refines an already fitted method, as the runner builds it ("estimator" names
     # the registered method, fitted here with its own small parameters)
     "dense_crf": {

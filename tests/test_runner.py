@@ -363,6 +363,14 @@ def test_method_names_and_ids_are_checked(entry, message):
         synthetic_config(entry)
 
 
+def test_an_id_may_name_a_pipeline_but_not_collide_with_a_crf_row():
+    cfg = synthetic_config({"name": "class_prior", "id": "prior+gc"})
+    assert cfg.methods[0].id == "prior+gc"
+    with pytest.raises(SegbenchError, match="method ids repeat: class_prior\\+crf"):
+        synthetic_config({"name": "class_prior", "crf": True},
+                         {"name": "class_prior", "id": "class_prior+crf"})  # fmt: skip
+
+
 def test_an_outside_method_is_stored_under_its_class_name():
     cfg = synthetic_config({"name": "mypkg.mod:MyMethod"})
     assert cfg.methods[0].id == "MyMethod"
