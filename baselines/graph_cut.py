@@ -254,12 +254,16 @@ class SuperpixelGraphCut(SegmentationMethod):
         params = dict(self.superpixel or {})
         if "+" in str(params.get("algorithm", "")):
             raise ValueError("graph cuts need one superpixel algorithm, not several")
+        # checked before the classifier's fit, which takes minutes
+        try:
+            weights = [float(w) for w in self.weights]
+        except (TypeError, ValueError):
+            weights = []
+        if not weights or min(weights) < 0:
+            raise ValueError(f"weights must be non-negative numbers, got {self.weights!r}")
         self.classifier_ = SuperpixelClassifier(**params, random_state=self.random_state)
         self.classifier_.fit(dataset)
         self.n_classes_ = dataset.n_classes
-        weights = [float(w) for w in self.weights]
-        if not weights or min(weights) < 0:
-            raise ValueError(f"weights must be non-negative numbers, got {self.weights!r}")
         self.search_: list[dict[str, Any]] = []
         if val_dataset is None or len(weights) == 1:
             self.weight_ = weights[0]

@@ -126,3 +126,13 @@ def test_several_algorithms_are_refused(data):
     train, _ = data
     with pytest.raises(ValueError, match="one superpixel algorithm"):
         SuperpixelGraphCut(superpixel={"algorithm": "slic+felzenszwalb"}).fit(train)
+
+
+@pytest.mark.parametrize("weights", [[-1.0], [], ["a"], 3])
+def test_bad_weights_are_refused_before_the_classifier_is_fitted(data, weights, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted before the weights were checked")
+
+    monkeypatch.setattr(SuperpixelClassifier, "fit", no_fit)
+    with pytest.raises(ValueError, match="weights must be non-negative numbers"):
+        SuperpixelGraphCut(weights=weights).fit(data[0])
