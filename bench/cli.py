@@ -36,7 +36,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # group shares the config's name. (Done here, not in the runner, whose source is part of
     # every row's code hash.)
     for fold in cfg.folds or [None]:
-        load_splits(cfg, fold)
+        try:
+            load_splits(cfg, fold)
+        except SegbenchError as exc:
+            where = "" if str(exc).startswith(cfg.source) else f"{cfg.source}: "
+            raise SegbenchError(f"{where}{exc}") from exc
     rows = run_config(cfg, force=args.force, only=args.only, results_dir=_store(args))
     failed = [f"{r['method']} ({run_label(r)})" for r in rows if r["status"] != "ok"]
     log.info("%d rows done, %d failed %s", len(rows), len(failed), failed or "")

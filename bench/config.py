@@ -125,10 +125,14 @@ def load_config(path: str | Path) -> Config:
         method classes).
     """
     path = Path(path)
+    if path.is_dir():
+        raise SegbenchError(f"{path}: a folder, not a config file")
     if not path.is_file():
         raise SegbenchError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SegbenchError(f"{path}: cannot read it as UTF-8 text ({exc})") from exc
     except yaml.YAMLError as exc:
         # PyYAML's text spans several lines (the file, the caret marks): one line here
         raise SegbenchError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc

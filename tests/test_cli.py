@@ -130,3 +130,21 @@ def test_an_unknown_split_or_dataset_is_named_before_the_group_check(
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "other settings" not in err
+
+
+@pytest.mark.parametrize("kind", ["folder", "not utf-8"])
+def test_a_config_that_is_not_text_is_one_line(tmp_path, capsys, kind):
+    cfg = tmp_path / "c.yaml"
+    if kind == "folder":
+        cfg.mkdir()
+    else:
+        cfg.write_bytes(b"name: t\xff\xfe\n")
+    assert main(["run", str(cfg), "--store", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {cfg}: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_dataset_error_names_the_config(tmp_path, monkeypatch, capsys):
+    args = _cli_config(tmp_path, monkeypatch, ["class_prior"], split="tset")
+    assert main(args) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'c.yaml'}: synthetic has no")
