@@ -3,10 +3,8 @@
 A checkpoint folder is ``<root>/<kind>-<key>``: ``root`` comes from the caller (the runner
 passes ``runs/checkpoints``; a method used on its own trains in a temporary folder), ``kind``
 names the network family, and ``key`` hashes everything that decides the weights: the training
-parameters, the data, the source of the code that trains (:func:`bench.provenance.code_hash`)
-and the pinned versions of the packages that code imports (torch above all:
-:func:`bench.provenance.dependency_pins`), so a checkpoint of other parameters, data, code or
-packages is never reused.
+parameters, the data and the source of the code that trains (:func:`bench.provenance.code_hash`),
+so a checkpoint of other parameters, data or code is never reused.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.provenance import code_hash, dependency_pins
+from bench.provenance import code_hash
 
 
 def checkpoint_folder(root: str | Path, kind: str, key: dict, code_module: str) -> Path:
@@ -36,13 +34,9 @@ def checkpoint_folder(root: str | Path, kind: str, key: dict, code_module: str) 
     key : dict
         JSON-able description of what decides the weights (parameters, data).
     code_module : str
-        The module that trains; its source and the project modules it imports are hashed in,
-        with the lock-file pins of what they import.
+        The module that trains; its source and the project modules it imports are hashed in.
     """
-    full = {
-        "kind": kind, **key, "code": code_hash(code_module),
-        "pins": dependency_pins(code_module),
-    }  # fmt: skip
+    full = {"kind": kind, **key, "code": code_hash(code_module)}
     digest = hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()
     return Path(root) / f"{kind}-{digest[:16]}"
 
