@@ -147,11 +147,14 @@ def _third_party_imports(path: Path) -> set[str]:
 
 @cache
 def _distributions_of(import_names: frozenset[str]) -> frozenset[str]:
-    """Installed distributions providing ``import_names``, with everything they require.
+    """Installed distributions providing ``import_names``, with everything they require here.
 
-    Requirements that only an extra asks for are left out; platform markers are not
-    evaluated (a requirement of another platform is simply not installed, so not found).
+    Requirements whose marker does not hold on this platform (``colorama; platform_system ==
+    "Windows"``) or that only an extra asks for are left out, so that installing a package
+    for another reason never changes what a method depends on.
     """
+    from packaging.requirements import InvalidRequirement, Requirement
+
     providers = importlib.metadata.packages_distributions()
     todo = [_canonical(d) for n in import_names for d in providers.get(n, [])]
     seen: set[str] = set()
@@ -164,12 +167,13 @@ def _distributions_of(import_names: frozenset[str]) -> frozenset[str]:
             requires = importlib.metadata.requires(dist) or []
         except importlib.metadata.PackageNotFoundError:
             continue
-        for req in requires:
-            if re.search(r"\bextra\s*==", req):
+        for text in requires:
+            try:
+                req = Requirement(text)
+            except InvalidRequirement:
                 continue
-            match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", req)
-            if match:
-                todo.append(_canonical(match.group(1)))
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(_canonical(req.name))
     return frozenset(seen)
 
 
