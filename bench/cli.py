@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except SegbenchError as exc:
             where = "" if str(exc).startswith(cfg.source) else f"{cfg.source}: "
             raise SegbenchError(f"{where}{exc}") from exc
-    rows = run_config(cfg, force=args.force, only=args.only, results_dir=_store(args))
+    scheduler = args.scheduler or os.environ.get("SEGBENCH_SCHEDULER")
+    if scheduler:
+        from bench.distributed import connect, run_config_distributed
+
+        client = connect(scheduler)
+        try:
+            rows = run_config_distributed(
+                cfg, client, force=args.force, only=args.only, results_dir=_store(args)
+            )
+        finally:
+            cluster = client.cluster if scheduler.startswith("local:") else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    else:
+        rows = run_config(cfg, force=args.force, only=args.only, results_dir=_store(args))
     failed = [f"{r['method']} ({run_label(r)})" for r in rows if r["status"] != "ok"]
     log.info("%d rows done, %d failed %s", len(rows), len(failed), failed or "")
     if not args.no_report:
@@ -187,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", nargs="+", metavar="ID", help="run only these method ids")
     run.add_argument("--data-root", help="folder holding one folder per dataset")
     run.add_argument("--no-report", action="store_true", help="do not regenerate the report")
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run each (method, fold, seed) as a task on this Dask scheduler (tcp://host:8786), "
+        "or on a local cluster of N workers (local:N); also SEGBENCH_SCHEDULER",
+    )
     _store_options(run)
     run.set_defaults(func=_cmd_run)
 
