@@ -29,6 +29,7 @@ METHODS: dict[str, str] = {
     "texton_forest": "baselines.texton_forest:TextonForest",
     "superpixel": "baselines.superpixels:SuperpixelClassifier",
     "superpixel_graph_cut": "baselines.graph_cut:SuperpixelGraphCut",
+    "superpixel_relative_location": "baselines.relative_location:SuperpixelRelativeLocation",
     "dense_crf": "baselines.dense_crf:DenseCRF",
     "sliding_window": "baselines.sliding_window:SlidingWindowCNN",
     "patch_fcn": "deep.patch_fcn:PatchFCN",

@@ -29,6 +29,10 @@ SMALL: dict[str, dict] = {
         "superpixel": {"n_segments": 60, "n_estimators": 5, "n_jobs": 1},
         "weights": [0.0, 1.0], "tune_images": 2,
     },
+    "superpixel_relative_location": {
+        "superpixel": {"n_segments": 60, "n_estimators": 5, "n_jobs": 1},
+        "grid": [6, 8], "weights": [0.0, 1.0], "tune_images": 2,
+    },
     # a stage: refines an already fitted method, as the runner builds it ("estimator" names
     # the registered method, fitted here with its own small parameters)
     "dense_crf": {
