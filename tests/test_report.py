@@ -415,3 +415,16 @@ def test_learning_curve_accumulates_seconds_and_skips_rows_without_them():
     assert [e["loss"] for e in curve] == [2.0, 1.0]
     assert learning_curve({"fit_summary": {"history": [{"epoch": 0, "loss": 1.0}]}}) == []
     assert learning_curve({"fit_s": 1.0}) == []
+
+
+def test_the_report_links_the_studies_of_its_store(tmp_path):
+    from bench.report.markdown import study_lines
+
+    assert study_lines(tmp_path) == []
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    (bench_dir / "crf_iterations.md").write_text("intro\n# Dense CRF iterations\n")
+    (bench_dir / "crf_iterations.png").write_bytes(b"png")
+    lines = study_lines(tmp_path)
+    assert "- [Dense CRF iterations](benchmarks/crf_iterations.md)" in lines
+    assert "![crf_iterations](benchmarks/crf_iterations.png)" in lines

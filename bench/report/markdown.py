@@ -520,4 +520,29 @@ def render_markdown(
     for group in groups:
         gc = comparison.groups.get(group.key) if comparison is not None else None
         lines += group_section(group, figures.get(group.prefix, {}), gc)
+    lines += study_lines(Path(store) if store is not None else None)
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def study_lines(store: Path | None) -> list[str]:
+    """Links to the studies and benchmarks of ``store/benchmarks`` (their own reports).
+
+    Each is written by its own command (its page says which) from rows or measurements; the
+    report only points to them, with the figure of any that drew one (the CRF iteration curve).
+    """
+    if store is None or not (store / "benchmarks").is_dir():
+        return []
+    pages = sorted((store / "benchmarks").glob("*.md"))
+    if not pages:
+        return []
+    lines = ["", "## Studies and benchmarks", ""]
+    for page in pages:
+        title = next(
+            (ln.lstrip("# ").strip() for ln in page.read_text(encoding="utf-8").splitlines()
+             if ln.startswith("# ")),
+            page.stem,
+        )  # fmt: skip
+        lines.append(f"- [{title}](benchmarks/{page.name})")
+    for png in sorted((store / "benchmarks").glob("*.png")):
+        lines += ["", f"![{png.stem}](benchmarks/{png.name})"]
+    return lines
