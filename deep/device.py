@@ -165,8 +165,15 @@ def pack(
             )
     elif part_bytes <= 0:
         raise SegbenchError(f"the size of a part must be positive, got {part_bytes} bytes")
+    splits = _training_splits(cfg)
+    # the checkpoint folders this checkout computes: the device must compute the same ones
+    train_ds, val_ds = (splits + [None])[:2]
+    expected = {
+        f"{method_id} seed {seed}": method.checkpoint_folder(train_ds, val_ds).name
+        for method_id, seed, method in _networks(cfg, only, DEVICE_DIR / "checkpoints")
+    }
     files: dict[Path, Path] = {}  # absolute path -> path under the data root
-    for ds in _training_splits(cfg):
+    for ds in splits:
         ds_root = Path(ds.root).resolve()
         if not ds_root.is_relative_to(root):
             raise SegbenchError(
@@ -197,7 +204,7 @@ def pack(
         entries.append({"path": str(rel), "stored": str(stored), "how": how, "sha256": digest})
     description = {
         "config": str(config), "config_yaml": cfg.to_yaml(), "only": only or [],
-        "parts": part, "part_bytes": part_bytes, "files": entries,
+        "parts": part, "part_bytes": part_bytes, "checkpoints": expected, "files": entries,
     }  # fmt: skip
     (out / "part1" / "pack.json").write_text(json.dumps(description, indent=1))
     sizes = [sum(f.stat().st_size for f in (out / f"part{k}").rglob("*") if f.is_file())
@@ -330,8 +337,18 @@ def train(
     train_ds, val_ds = (_training_splits(cfg) + [None])[:2]
     device = _device_record()
     out.mkdir(parents=True, exist_ok=True)
+    networks = _networks(cfg, only, runs_dir)
+    for method_id, seed, method in networks:  # checked before the first (long) fit
+        name = method.checkpoint_folder(train_ds, val_ds).name
+        packed = description.get("checkpoints", {}).get(f"{method_id} seed {seed}")
+        if packed is not None and packed != name:
+            raise SegbenchError(
+                f"{method_id} seed {seed}: this machine computes checkpoint {name}, the packing "
+                f"machine {packed}: the code, the parameters or the data differ (run the same "
+                "commit on both; what receive would refuse is not trained)"
+            )
     exported, budget, left = [], MAX_FILES_BACK, []
-    for method_id, seed, method in _networks(cfg, only, runs_dir):
+    for method_id, seed, method in networks:
         log.info("%s seed %d: training on the device", method_id, seed)
         method.fit(train_ds, val_dataset=val_ds)
         folder = Path(method.checkpoint_dir_)

@@ -129,3 +129,15 @@ def test_chunks_cut_a_large_file(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "o"), "--parts", str(tmp_path / "none")]) == 2
     assert "pack.json: not found" in capsys.readouterr().err
+
+
+def test_train_refuses_before_fitting_when_the_keys_differ(packed, tmp_path):
+    config, parts, description = packed
+    index = parts / "part1" / "pack.json"
+    data = json.loads(index.read_text())
+    assert list(data["checkpoints"]) == ["tiny seed 0"]
+    data["checkpoints"]["tiny seed 0"] = "fcn-0000000000000000"
+    index.write_text(json.dumps(data))
+    with pytest.raises(SegbenchError, match="computes checkpoint fcn-.* the packing machine"):
+        train(tmp_path / "OUT", parts=parts, data_dir=tmp_path / "d", runs_dir=tmp_path / "r")
+    assert not (tmp_path / "r" / "checkpoints").exists()  # nothing was trained
