@@ -16,7 +16,8 @@ alone. The count is chosen away from test:
 Scores are at native resolution with the one evaluator, as the runner scores rows. Run
 ``python -m baselines.crf_iterations`` (defaults: ``superpixel_quickshift`` of
 ``configs/quick.yaml``, 0..10 iterations); it writes ``results/benchmarks/crf_iterations.json``,
-``.md`` and a figure.
+``.md`` and a figure (``crf_iterations_<method id>.*`` for another method; with ``--runs-dir
+runs`` a network reuses the runner's finished training of the same settings).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ from bench.system import environment
 
 log = logging.getLogger(__name__)
 OUT_DIR = REPO_ROOT / "results" / "benchmarks"
+#: The study of record: the best classical pipeline of the quick profile.
+DEFAULT_CONFIG = "configs/quick.yaml"
+DEFAULT_METHOD = "superpixel_quickshift"
 
 
 def iteration_curve(
@@ -107,6 +111,7 @@ def run_study(
     max_iter: int = 10,
     tune_images: int = 8,
     data_root: str | None = None,
+    runs_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Selection curve, choice and test curve for method ``method_id`` of a config."""
     from dataclasses import replace
@@ -122,7 +127,11 @@ def run_study(
     if spec is None:
         known = ", ".join(m.id for m in cfg.methods)
         raise SystemExit(f"{config_path}: no method with id {method_id!r} (known: {known})")
-    params = {"random_state": cfg.seed, **spec.params}
+    from bench.runner import seeded_params
+
+    # with runs_dir, a network finds the runner's finished checkpoints of the same training
+    # (same parameters, data and code) instead of training again
+    params = seeded_params(spec.name, spec.params, cfg.seed, runs_dir)
 
     # 1. selection: fit without 0006R0 (no val: nothing of 0006R0 reaches the fit), tune the
     # kernel and choose the count on 0006R0
@@ -204,26 +213,35 @@ def _figure(result: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="configs/quick.yaml")
-    parser.add_argument("--method", default="superpixel_quickshift", help="a method id")
+    parser.add_argument("--config", default=DEFAULT_CONFIG)
+    parser.add_argument("--method", default=DEFAULT_METHOD, help="a method id")
     parser.add_argument("--max-iter", type=int, default=10)
     parser.add_argument("--tune-images", type=int, default=8)
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
+    parser.add_argument(
+        "--runs-dir", type=Path, default=None,
+        help="networks reuse the runner's checkpoints under RUNS_DIR/checkpoints (e.g. runs)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )  # fmt: skip
-    result = run_study(args.config, args.method, args.max_iter, args.tune_images, args.data_root)
+    result = run_study(
+        args.config, args.method, args.max_iter, args.tune_images, args.data_root, args.runs_dir
+    )
     argv = sys.argv[1:] if argv is None else argv
     result["command"] = " ".join([".venv/bin/python -m baselines.crf_iterations", *argv])
     result["environment"] = environment(REPO_ROOT)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "crf_iterations.json").write_text(json.dumps(result, indent=1))
-    (args.out_dir / "crf_iterations.md").write_text(_markdown(result))
-    _figure(result, args.out_dir / "crf_iterations.png")
-    log.info("wrote %s", args.out_dir / "crf_iterations.md")
+    # the default study keeps its name; another method's gets its own files beside it
+    default = args.method == DEFAULT_METHOD and Path(args.config) == Path(DEFAULT_CONFIG)
+    stem = "crf_iterations" if default else f"crf_iterations_{args.method}"
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (args.out_dir / f"{stem}.md").write_text(_markdown(result))
+    _figure(result, args.out_dir / f"{stem}.png")
+    log.info("wrote %s", args.out_dir / f"{stem}.md")
     return result
 
 

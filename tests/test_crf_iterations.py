@@ -57,6 +57,8 @@ def test_the_study_chooses_on_select_and_writes_its_report(tmp_path: Path, camvi
         == [r["n_iter"] for r in result["test"]]
     )
     assert result["chosen_n_iter"] == choose(result["select"])
-    text = (out / "crf_iterations.md").read_text()
+    # not the default study: its own file names, the default study's are left alone
+    assert not (out / "crf_iterations.md").exists()
+    text = (out / "crf_iterations_colour_forest.md").read_text()
     assert f"| {result['chosen_n_iter']} (chosen) |" in text
-    assert (out / "crf_iterations.png").stat().st_size > 0
+    assert (out / "crf_iterations_colour_forest.png").stat().st_size > 0
