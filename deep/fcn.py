@@ -18,6 +18,7 @@ from bench.datasets.base import evenly_spaced
 from bench.method import SegmentationMethod
 from deep.checkerboard import checkerboard_index, margin
 from deep.checkpoints import checkpoint_folder, checkpoint_root
+from deep.ddp import process_group
 from deep.efficientnet_lite import INPUT_MEAN, INPUT_STD
 from deep.fcn8s import FCN8s
 from deep.fcn16s import FCN16s
@@ -250,7 +251,11 @@ class FCN(SegmentationMethod):
                 "options": {k: getattr(ds, k) for k in ("size", "seed") if hasattr(ds, k)},
             }
 
-        return {"params": params, "train": describe(dataset), "val": describe(val_dataset)}
+        key = {"params": params, "train": describe(dataset), "val": describe(val_dataset)}
+        world = process_group()[1]
+        if world > 1:  # weights of N processes are not one process's (deep.ddp)
+            key["world_size"] = world
+        return key
 
     def checkpoint_folder(self, dataset, val_dataset=None, root=None) -> Path:  # noqa: ANN001
         """``<root>/fcn-<hash of checkpoint_key and the training code>`` (:mod:`deep.checkpoints`).
@@ -325,6 +330,7 @@ class FCN(SegmentationMethod):
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.train_seconds_ = result.train_seconds
+        self.train_processes_ = result.processes
         self.network_.eval()
         self.checkerboard_, self.checkerboard_window_ = self._checkerboard(val_dataset)
         return self
@@ -357,7 +363,11 @@ class FCN(SegmentationMethod):
             "best_epoch": self.best_epoch_,
             "train_seconds": self.train_seconds_,
             "history": self.history_,
-            "checkpoint": {"reused": self.checkpoint_reused_, "train_seconds": self.train_seconds_},
+            "checkpoint": {
+                "reused": self.checkpoint_reused_,
+                "train_seconds": self.train_seconds_,
+                "processes": self.train_processes_,
+            },  # fmt: skip
             "checkerboard": self.checkerboard_,
             "checkerboard_window": self.checkerboard_window_,
             "precision": self.precision_,

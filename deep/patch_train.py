@@ -25,6 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from deep.checkpoints import checkpoint_folder, load_checkpoint, save_checkpoint
+from deep.ddp import average_buffers, barrier, is_first, process_group, sum_over_processes, wrap
 from deep.patch_net import PatchNet, normalise, pad_for_patches
 from deep.train import resolve_device
 
@@ -85,9 +86,13 @@ def train_patch_net(
         crops = CropSampler(dataset, params, device)
         val = CropSampler(val_dataset, params, device) if val_dataset is not None else None
         val_set = val.balanced_set(params["val_crops_per_class"]) if val is not None else None
+        # in a process group (deep.ddp): DDP, each process a share of every batch; the fixed
+        # validation crops are scored whole by every process (the same network everywhere)
+        ddp_net = wrap(net, device)
         for epoch in range(state["epoch"], params["epochs"]):
             t0 = time.perf_counter()
-            loss = _train_epoch(net, opt, crops, params, epoch)
+            loss = _train_epoch(ddp_net, opt, crops, params, epoch)
+            average_buffers(net)
             score = _val_score(net, val_set, dataset.n_classes) if val_set else float("nan")
             log.info("epoch %d: loss %.4f, val class accuracy %.4f", epoch + 1, loss, score)
             state["history"].append({"epoch": epoch + 1, "loss": loss, "val_mean_acc": score,
@@ -96,7 +101,9 @@ def train_patch_net(
                 state["best_score"] = score if val_set else -1.0
                 state["best_model"] = copy.deepcopy(net.state_dict())
             state["epoch"] = epoch + 1
-            save_checkpoint(path, {**state, **_training_state(net, opt)})
+            if is_first():
+                save_checkpoint(path, {**state, **_training_state(net, opt)})
+            barrier()
     net.load_state_dict(state["best_model"])
     return net.eval(), state["history"], trained
 
@@ -123,6 +130,9 @@ def checkpoint_path(
         "train": _data_key(dataset),
         "val": _data_key(val_dataset) if val_dataset is not None else None,
     }
+    world = process_group()[1]
+    if world > 1:  # weights of N processes are not one process's (deep.ddp)
+        key["world_size"] = world
     return checkpoint_folder(checkpoint_dir, "patch_net", key, __name__) / "last.pt"
 
 
@@ -145,9 +155,10 @@ def _data_key(dataset) -> dict:  # noqa: ANN001
 
 
 def _train_epoch(
-    net: PatchNet, opt: torch.optim.Optimizer, crops: CropSampler, params: dict, epoch: int
+    net: nn.Module, opt: torch.optim.Optimizer, crops: CropSampler, params: dict, epoch: int
 ) -> float:
-    """One epoch over freshly drawn crops; the mean training loss."""
+    """One epoch over freshly drawn crops; the mean training loss (over the process group)."""
+    rank, world = process_group()
     # The crops of epoch e depend on (seed, e) only, so a resumed fit draws what the killed one
     # would have drawn.
     rng = np.random.default_rng([params["random_state"], epoch])
@@ -158,7 +169,8 @@ def _train_epoch(
     bs = params["train_batch_size"]
     bar = tqdm(range(0, len(labels), bs), desc=f"patch CNN epoch {epoch + 1}", leave=False)
     for start in bar:
-        sl = slice(start, start + bs)
+        # a process takes every world-th crop of the batch (DistributedSampler's split of it)
+        sl = slice(start + rank, start + bs, world)
         x = crops.gather(x_idx[sl], flips[sl])
         y = torch.as_tensor(labels[sl], device=x.device, dtype=torch.long)
         loss = F.cross_entropy(net(x), y)
@@ -168,6 +180,9 @@ def _train_epoch(
         total += loss.item() * len(y)
         n += len(y)
         bar.set_postfix(loss=f"{total / n:.3f}")
+    if world > 1:
+        both = sum_over_processes(torch.tensor([total, float(n)], dtype=torch.float64))
+        total, n = float(both[0]), int(both[1])
     return total / max(n, 1)
 
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from bench.metrics import ConfusionMatrix
 from deep.checkpoints import load_checkpoint, save_checkpoint
+from deep.ddp import average_buffers, barrier, is_first, process_group, sum_over_processes, wrap
 
 log = logging.getLogger(__name__)
 
@@ -367,12 +368,22 @@ def evaluate(
     batch_size: int = 8,
     precision: str = "auto",
 ) -> dict[str, float | list[float]]:
-    """Scores of ``model`` on ``data`` (at its working resolution) by the one evaluator."""
+    """Scores of ``model`` on ``data`` (at its working resolution) by the one evaluator.
+
+    In a process group (:mod:`deep.ddp`) each process scores every world-th batch, the same
+    batches one process would form, and the confusion counts are summed: the scores are one
+    process's on the same weights, exactly.
+    """
+    rank, world = process_group()
     cm = ConfusionMatrix(data.n_classes, data.ignore_index, keep_per_image=False)
-    for start in range(0, len(data), batch_size):
+    for k, start in enumerate(range(0, len(data), batch_size)):
+        if k % world != rank:
+            continue
         images = data.images[start : start + batch_size]
         logits = predict_logits(model, images, device, batch_size, precision)
         cm.update(logits.argmax(dim=1).numpy(), data.labels[start : start + batch_size].numpy())
+    if world > 1:
+        cm.total = sum_over_processes(torch.from_numpy(cm.total)).numpy()
     return cm.scores()
 
 
@@ -387,6 +398,7 @@ class TrainResult:
     device: str = "cpu"
     precision: str = "fp32"  # resolved: "bf16", "fp16" or "fp32"
     completed: bool = False
+    processes: int = 1  # data-parallel processes that trained it (deep.ddp)
 
 
 def train(
@@ -449,12 +461,15 @@ def train(
     )
     bs = min(cfg.batch_size, len(train_data))
     steps = len(train_data) // bs  # drop the last partial batch: batch norm dislikes tiny ones
+    rank, world = process_group()
+    if bs % world:
+        raise ValueError(f"batch_size {bs} must be a multiple of the {world} processes")
     if cfg.keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {cfg.keep!r}")
     optimizer = make_optimizer(model, cfg, precision)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg, steps))
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    result = TrainResult(device=str(dev), precision=precision)
+    result = TrainResult(device=str(dev), precision=precision, processes=world)
 
     last = checkpoint_dir / "last.pt"
     start_epoch = 0
@@ -483,6 +498,9 @@ def train(
         start_epoch = state["epoch"] + 1
         log.info("resuming %s at epoch %d of %d", checkpoint_dir.name, start_epoch, cfg.epochs)
 
+    # DDP only when there is an epoch to train: a finished checkpoint is loaded by one process
+    # (deep.ddp scores in rank 0 alone), and wrapping is a collective call
+    net = wrap(model, dev) if start_epoch < cfg.epochs else model
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.seed, epoch])
@@ -492,11 +510,12 @@ def train(
         total_loss = 0.0
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for step in bar:
-            index = torch.from_numpy(order[step * bs : (step + 1) * bs])
+            # a process group shares each global batch (DistributedSampler's split of it)
+            index = torch.from_numpy(order[step * bs : (step + 1) * bs][rank::world])
             images = train_data.images[index].to(dev).permute(0, 3, 1, 2).float()
             labels = train_data.labels[index].to(dev).long()
             images, labels = augment(images, labels, cfg, rng, train_data.ignore_index)
-            loss = criterion(forward_logits(model, images, precision), labels)
+            loss = criterion(forward_logits(net, images, precision), labels)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -504,33 +523,39 @@ def train(
             scheduler.step()
             total_loss += loss.item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        average_buffers(model)  # one network in every process before it is validated or saved
+        if world > 1:
+            total_loss = float(sum_over_processes(torch.tensor([total_loss]))[0]) / world
         entry = {"epoch": epoch, "loss": total_loss / max(1, steps)}
         if val_data is not None:
             s = evaluate(model, val_data, dev, bs, precision)
             entry.update(val_miou=s["miou"], val_mean_acc=s["mean_acc"])
             if not result.best_miou >= s["miou"]:  # also true while best is NaN
                 result.best_miou, result.best_epoch = s["miou"], epoch
-                save_checkpoint(
-                    checkpoint_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch}
-                )
+                if is_first():
+                    save_checkpoint(
+                        checkpoint_dir / "best.pt", {"model": model.state_dict(), "epoch": epoch}
+                    )
         result.train_seconds += time.perf_counter() - t0
         entry["seconds"] = time.perf_counter() - t0
         result.history.append(entry)
         result.completed = epoch == cfg.epochs - 1
         log.info("epoch %d/%d %s", epoch + 1, cfg.epochs, _format(entry))
-        save_checkpoint(
-            last,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                # JSON text: plain values load under weights_only whatever the history holds
-                "result": json.dumps(asdict(result)),
-            },
-        )
-        _write_meta(checkpoint_dir, result, cfg, meta)
+        if is_first():  # one writer in a process group; the others wait for the files
+            save_checkpoint(
+                last,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    # JSON text: plain values load under weights_only whatever the history holds
+                    "result": json.dumps(asdict(result)),
+                },
+            )
+            _write_meta(checkpoint_dir, result, cfg, meta)
+        barrier()
         if stop_after is not None and epoch >= stop_after:
             break
 

@@ -82,7 +82,11 @@ def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path) -> None:  #
     val = Synthetic("val", n_images=2, size=(32, 32))
     params = dict(arch="fcn8s", width=4, epochs=2, batch_size=2, device="cpu", n_threads=1)
     a = FCN(**params, checkpoint_dir=str(tmp_path / "a")).fit(train, val)
-    assert a.fit_summary()["checkpoint"] == {"reused": False, "train_seconds": a.train_seconds_}
+    assert a.fit_summary()["checkpoint"] == {
+        "reused": False,
+        "train_seconds": a.train_seconds_,
+        "processes": 1,
+    }
     reused = FCN(**params, checkpoint_dir=str(tmp_path / "a")).fit(train, val)
     assert reused.fit_summary()["checkpoint"]["reused"] is True
     assert reused.fit_summary()["checkpoint"]["train_seconds"] == a.train_seconds_
