@@ -3,8 +3,10 @@
 A checkpoint folder is ``<root>/<kind>-<key>``: ``root`` comes from the caller (the runner
 passes ``runs/checkpoints``; a method used on its own trains in a temporary folder), ``kind``
 names the network family, and ``key`` hashes everything that decides the weights: the training
-parameters, the data and the source of the code that trains (:func:`bench.provenance.code_hash`),
-so a checkpoint of other parameters, data or code is never reused.
+parameters, the data, the source of the code that trains (:func:`bench.provenance.code_hash`)
+and the pinned versions of the packages that code imports (torch above all:
+:func:`bench.provenance.dependency_pins`), so a checkpoint of other parameters, data, code or
+packages is never reused.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.provenance import code_hash
+from bench.provenance import code_hash, dependency_pins
 
 
 def checkpoint_folder(root: str | Path, kind: str, key: dict, code_module: str) -> Path:
@@ -34,9 +36,13 @@ def checkpoint_folder(root: str | Path, kind: str, key: dict, code_module: str) 
     key : dict
         JSON-able description of what decides the weights (parameters, data).
     code_module : str
-        The module that trains; its source and the project modules it imports are hashed in.
+        The module that trains; its source and the project modules it imports are hashed in,
+        with the lock-file pins of what they import.
     """
-    full = {"kind": kind, **key, "code": code_hash(code_module)}
+    full = {
+        "kind": kind, **key, "code": code_hash(code_module),
+        "pins": dependency_pins(code_module),
+    }  # fmt: skip
     digest = hashlib.sha256(json.dumps(full, sort_keys=True, default=str).encode()).hexdigest()
     return Path(root) / f"{kind}-{digest[:16]}"
 

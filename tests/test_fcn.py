@@ -119,3 +119,19 @@ def test_class_weight_changes_the_weights_and_bad_values_are_named() -> None:
     assert a != b
     with pytest.raises(ValueError, match="class_weight must be one of"):
         FCN(**params, class_weight="balanced").fit(train)
+
+
+def test_a_torch_upgrade_in_the_lock_file_changes_the_checkpoint_folder(monkeypatch) -> None:
+    from bench import provenance
+
+    train = Synthetic("train", n_images=4, size=(32, 32))
+    method = FCN(arch="fcn32s", width=4, epochs=1, device="cpu", checkpoint_dir="x")
+    before = method.checkpoint_folder(train)
+    lock = provenance.LOCK_FILE.read_text()
+    torch_pin = next(line for line in lock.splitlines() if line.startswith("torch=="))
+    real = provenance.dependency_pins
+    monkeypatch.setattr(
+        "deep.checkpoints.dependency_pins",
+        lambda *m: real(*m, lock_text=lock.replace(torch_pin, "torch==99.0.0")),
+    )
+    assert method.checkpoint_folder(train) != before
