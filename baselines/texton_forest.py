@@ -33,6 +33,14 @@ pixels, which divides the cost of stage 2 by ``cell_size ** 2``; and the image-l
 multi-output extra-trees classifier instead of the paper's one-vs-rest SVMs with a
 pyramid-match kernel.
 
+No stacking leakage: stage 2 and the image prior learn from stage-1 class distributions of
+training images that the stage-1 forest producing them did not see (``stage2_folds`` forests,
+each grown without one fold of consecutive images, so a fold holds whole stretches of a video),
+as the superpixel auto-context does; trained on the final forest's own in-sample posteriors they
+would learn to trust them far more than they deserve on new images. The textons of those images
+are the final forest's nodes (node ids of one forest have no counterpart in another), so only
+the class distributions are out-of-fold. The paper trains both stages on the same images.
+
 Parameters were chosen on CamVid's val split at 180x240 (see the report of issue 4); on CamVid
 the image prior does not help (nearly every class is in nearly every image), so it is off by
 default.
@@ -251,6 +259,10 @@ class TextonForest(SegmentationMethod):
         Second forest (extra-trees, entropy criterion).
     stage2_pixels_per_image : int
         Labelled pixels per training image for stage 2.
+    stage2_folds : int
+        Stage 2 and the image prior train on out-of-fold stage-1 distributions from this many
+        forests, each grown without one fold of consecutive training images (see the module
+        doc); 1 trains them on the final forest's in-sample distributions, as the paper does.
     image_prior_power : float
         Exponent of the image-level prior, P(class in image | whole-image bag of textons),
         that multiplies the posteriors (0 turns it off; a power below 1 softens it). It works
@@ -284,6 +296,7 @@ class TextonForest(SegmentationMethod):
         stage2_min_samples_leaf: int = 20,
         stage2_max_features: int | float | str = "sqrt",
         stage2_pixels_per_image: int = 1000,
+        stage2_folds: int = 5,
         image_prior_power: float = 0.0,
         chunk_pixels: int = 65536,
         n_jobs: int = -1,
@@ -309,6 +322,7 @@ class TextonForest(SegmentationMethod):
         self.stage2_min_samples_leaf = stage2_min_samples_leaf
         self.stage2_max_features = stage2_max_features
         self.stage2_pixels_per_image = stage2_pixels_per_image
+        self.stage2_folds = stage2_folds
         self.image_prior_power = image_prior_power
         self.chunk_pixels = chunk_pixels
         self.n_jobs = n_jobs
@@ -317,14 +331,16 @@ class TextonForest(SegmentationMethod):
     # -- fitting -------------------------------------------------------------------------------
     def fit(self, dataset, val_dataset=None) -> TextonForest:  # noqa: ANN001
         """Grow stage 1 (and stage 2, the image prior) on ``dataset``; ``val_dataset`` unused."""
+        if not isinstance(self.stage2_folds, int) or self.stage2_folds < 1:
+            raise ValueError(f"stage2_folds must be an integer >= 1, got {self.stage2_folds!r}")
         rng = np.random.default_rng(self.random_state)
         self.n_classes_ = dataset.n_classes
         self.radius_ = self.patch_size // 2
         self.tests_ = draw_pixel_tests(self.n_features, self.radius_, rng)
-        self._fit_stage1(dataset, rng)
+        samples = self._fit_stage1(dataset, rng)
         if self.stage2 or self.image_prior_power > 0:
             self._fit_textons()
-            self._fit_stage2(dataset, rng)
+            self._fit_stage2(dataset, rng, self._out_of_fold(samples, rng))
         return self
 
     def _forest(self, n_estimators, max_depth, min_samples_leaf, max_features, seed):  # noqa: ANN001, ANN202
@@ -339,29 +355,54 @@ class TextonForest(SegmentationMethod):
             random_state=int(seed),
         )
 
-    def _fit_stage1(self, dataset, rng: np.random.Generator) -> None:  # noqa: ANN001
-        features, targets = [], []
+    def _fit_stage1(self, dataset, rng: np.random.Generator) -> list[tuple]:  # noqa: ANN001
+        """Grow the stage-1 forest; the (features, targets) sampled from each image."""
+        samples = []
         for image, label, _ in tqdm(dataset, desc="texton forest: stage-1 samples", leave=False):
             index = sample_pixels(label, self.pixels_per_image, dataset.ignore_index, rng)
             planes = lab_planes(image, self.radius_)
-            features.append(pixel_tests_at(planes, self.tests_, self.radius_, index))
-            targets.append(label.ravel()[index])
-        x, y = np.concatenate(features), np.concatenate(targets)
+            samples.append(
+                (pixel_tests_at(planes, self.tests_, self.radius_, index), label.ravel()[index])
+            )
+        x = np.concatenate([f for f, _ in samples])
+        y = np.concatenate([t for _, t in samples])
         log.info("stage 1: %d pixels x %d tests, %d trees", *x.shape, self.n_estimators)
-        self.forest_ = self._forest(
+        self.forest_, self.leaf_proba_ = self._grow_stage1(x, y, rng.integers(2**31))
+        return samples
+
+    def _grow_stage1(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple:
+        """A stage-1 forest on ``(x, y)`` and its trees' leaf distributions."""
+        forest = self._forest(
             self.n_estimators,
             self.max_depth,
             self.min_samples_leaf,
             min(self.max_features, self.n_features),
-            rng.integers(2**31),
+            seed,
         ).fit(x, y)
         # Each tree's leaf distributions, normalised, spread over all classes: averaging them
         # over the leaves a pixel reaches is the forest's posterior (and what stage 2 reads).
-        self.leaf_proba_ = [
+        leaf_proba = [
             full_proba(t.tree_.value[:, 0, :] / t.tree_.value[:, 0, :].sum(1, keepdims=True),
-                       self.forest_.classes_, self.n_classes_)
-            for t in self.forest_.estimators_
+                       forest.classes_, self.n_classes_)
+            for t in forest.estimators_
         ]  # fmt: skip
+        return forest, leaf_proba
+
+    def _out_of_fold(self, samples: list[tuple], rng: np.random.Generator) -> list[tuple]:
+        """For each training image, the (forest, leaf distributions) that did not see it."""
+        n = len(samples)
+        if self.stage2_folds == 1 or n < 2:
+            return [(self.forest_, self.leaf_proba_)] * n
+        owner: list[tuple] = [()] * n
+        for fold in np.array_split(np.arange(n), min(self.stage2_folds, n)):
+            keep = np.setdiff1d(np.arange(n), fold)
+            x = np.concatenate([samples[i][0] for i in keep])
+            y = np.concatenate([samples[i][1] for i in keep])
+            grown = self._grow_stage1(x, y, rng.integers(2**31))
+            for i in fold:
+                owner[i] = grown
+        log.info("stage 1: %d out-of-fold forests for stage 2", min(self.stage2_folds, n))
+        return owner
 
     def _fit_textons(self) -> None:
         self.node_texton_, offset = [], 0
@@ -371,7 +412,7 @@ class TextonForest(SegmentationMethod):
             offset += n
         self.n_textons_ = offset
 
-    def _fit_stage2(self, dataset, rng: np.random.Generator) -> None:  # noqa: ANN001
+    def _fit_stage2(self, dataset, rng: np.random.Generator, owners: list[tuple]) -> None:  # noqa: ANN001
         self.rects_ = draw_rectangles(
             self.n_rectangles, self.rect_max_offset, self.rect_max_size, rng
         )
@@ -395,8 +436,11 @@ class TextonForest(SegmentationMethod):
         ]
         features, targets, histograms, present = [], [], [], []
         desc = "texton forest: stage-2 samples"
-        for image, label, _ in tqdm(dataset, desc=desc, leave=False):
+        for i, (image, label, _) in enumerate(tqdm(dataset, desc=desc, leave=False)):
             proba, texton = self._stage1_maps(image)
+            forest, leaf_proba = owners[i]
+            if forest is not self.forest_:  # the distributions of a forest that did not see it
+                proba = self._posterior(self._leaves(image, forest), leaf_proba)
             histograms.append(self._image_histogram(proba, texton))
             present.append(np.bincount(label.ravel(), minlength=256)[: self.n_classes_] > 0)
             if self.stage2:
@@ -424,8 +468,10 @@ class TextonForest(SegmentationMethod):
             ).fit(np.stack(histograms), np.stack(present).astype(np.int64))  # fmt: skip
 
     # -- stage-1 maps ----------------------------------------------------------------------------
-    def _leaves(self, image: np.ndarray) -> np.ndarray:
-        """Leaf reached in every tree by every pixel, int64 (H*W, n_trees), chunked by rows."""
+    def _leaves(self, image: np.ndarray, forest=None) -> np.ndarray:  # noqa: ANN001
+        """Leaf reached in every tree (of ``forest``, default the stage-1 forest) by every pixel,
+        int64 (H*W, n_trees), chunked by rows."""
+        forest = self.forest_ if forest is None else forest
         h, w = image.shape[:2]
         planes = lab_planes(image, self.radius_)
         step = max(1, self.chunk_pixels // w)
@@ -433,16 +479,21 @@ class TextonForest(SegmentationMethod):
         for y in range(0, h, step):
             rows = slice(y, min(y + step, h))
             tests = pixel_tests_dense(planes, self.tests_, self.radius_, rows)
-            leaves.append(self.forest_.apply(tests.T))
+            leaves.append(forest.apply(tests.T))
         return np.concatenate(leaves)
+
+    @staticmethod
+    def _posterior(leaves: np.ndarray, leaf_proba: list[np.ndarray]) -> np.ndarray:
+        """Mean over the trees of the leaf distributions ``leaves`` (H*W, n_trees) reach."""
+        proba = leaf_proba[0][leaves[:, 0]]
+        for t in range(1, leaves.shape[1]):
+            proba += leaf_proba[t][leaves[:, t]]
+        return proba / leaves.shape[1]
 
     def _stage1_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Stage-1 posterior (H*W, C) float32 and, if needed, textons (H*W, n_trees)."""
         leaves = self._leaves(image)
-        proba = self.leaf_proba_[0][leaves[:, 0]]
-        for t in range(1, leaves.shape[1]):
-            proba += self.leaf_proba_[t][leaves[:, t]]
-        proba /= leaves.shape[1]
+        proba = self._posterior(leaves, self.leaf_proba_)
         if not hasattr(self, "node_texton_"):
             return proba, None
         texton = np.stack([m[leaves[:, t]] for t, m in enumerate(self.node_texton_)], axis=1)

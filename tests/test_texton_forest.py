@@ -146,3 +146,35 @@ def test_seeded(data):
     np.testing.assert_array_equal(a.predict_proba(test.image(0)), b.predict_proba(test.image(0)))
     c = TextonForest(**STAGE2, random_state=4).fit(train)
     assert not np.array_equal(a.tests_, c.tests_)
+
+
+def test_stage2_learns_from_distributions_of_forests_that_did_not_see_the_image(data, monkeypatch):
+    train, _ = data
+    seen = []
+    real = TextonForest._grow_stage1
+
+    def grow(self, x, y, seed):
+        seen.append(len(y))
+        return real(self, x, y, seed)
+
+    monkeypatch.setattr(TextonForest, "_grow_stage1", grow)
+    model = TextonForest(**STAGE2, stage2_folds=3).fit(train)
+    # the final forest on all 12 images' samples, then 3 forests each without a third of them
+    assert seen[0] == 12 * 300 and seen[1:] == [8 * 300] * 3
+    # in-sample (the paper's way): the final forest only
+    seen.clear()
+    TextonForest(**STAGE2, stage2_folds=1).fit(train)
+    assert seen == [12 * 300]
+    assert hasattr(model, "forest2_")
+    with pytest.raises(ValueError, match="stage2_folds must be an integer >= 1"):
+        TextonForest(**STAGE2, stage2_folds=0).fit(train)
+
+
+def test_a_forest_s_posterior_is_the_mean_of_its_leaf_distributions(data):
+    train, _ = data
+    model = TextonForest(**STAGE2, stage2_folds=3).fit(train)
+    image = train[0][0]
+    proba, _ = model._stage1_maps(image)
+    again = model._posterior(model._leaves(image, model.forest_), model.leaf_proba_)
+    assert np.array_equal(again, proba)
+    assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-5)
