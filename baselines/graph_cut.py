@@ -36,12 +36,10 @@ from typing import Any
 import maxflow
 import numpy as np
 from skimage.color import rgb2lab
-from tqdm import tqdm
 
 from baselines.superpixels import SuperpixelClassifier, context_features, superpixel_features
-from bench.datasets.base import evenly_spaced
+from baselines.weight_search import check_weights, tune_weight
 from bench.method import SegmentationMethod
-from bench.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -254,13 +252,7 @@ class SuperpixelGraphCut(SegmentationMethod):
         params = dict(self.superpixel or {})
         if "+" in str(params.get("algorithm", "")):
             raise ValueError("graph cuts need one superpixel algorithm, not several")
-        # checked before the classifier's fit, which takes minutes
-        try:
-            weights = [float(w) for w in self.weights]
-        except (TypeError, ValueError):
-            weights = []
-        if not weights or min(weights) < 0:
-            raise ValueError(f"weights must be non-negative numbers, got {self.weights!r}")
+        weights = check_weights(self.weights)  # before the classifier's fit, minutes long
         self.classifier_ = SuperpixelClassifier(**params, random_state=self.random_state)
         self.classifier_.fit(dataset)
         self.n_classes_ = dataset.n_classes
@@ -268,22 +260,20 @@ class SuperpixelGraphCut(SegmentationMethod):
         if val_dataset is None or len(weights) == 1:
             self.weight_ = weights[0]
             return self
-        t0 = time.perf_counter()
-        idx = evenly_spaced(len(val_dataset), self.tune_images)
-        n_classes, void = val_dataset.n_classes, val_dataset.ignore_index
-        scores = {w: ConfusionMatrix(n_classes, void, keep_per_image=False) for w in weights}
-        for i in tqdm(idx, desc="graph cut weight", unit="image", leave=False):
-            image, label, _ = val_dataset[int(i)]
+
+        def predict(image: np.ndarray, ws: list[float]) -> list[np.ndarray]:
             segments, proba = superpixel_proba(self.classifier_, image)
-            for w in weights:
-                scores[w].update(graph_cut_labels(image, segments, proba, w)[segments], label)
-        for w in weights:
-            self.search_.append({"weight": w, "miou": scores[w].scores()["miou"]})
-        best = max(self.search_, key=lambda r: (r["miou"], -r["weight"]))
-        self.weight_ = best["weight"]
+            return [graph_cut_labels(image, segments, proba, w)[segments] for w in ws]
+
+        t0 = time.perf_counter()
+        self.weight_, self.search_ = tune_weight(
+            val_dataset, weights, self.tune_images, predict, desc="graph cut weight"
+        )
         self.tune_seconds_ = time.perf_counter() - t0
+        best = max(r["miou"] for r in self.search_)
         log.info("graph cut: weight %s chosen on %d val images (mIoU %.1f %%, %.0f s)",
-                 self.weight_, len(idx), 100 * best["miou"], self.tune_seconds_)  # fmt: skip
+                 self.weight_, min(self.tune_images, len(val_dataset)), 100 * best,
+                 self.tune_seconds_)  # fmt: skip
         return self
 
     def fit_summary(self) -> dict[str, Any]:

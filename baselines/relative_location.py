@@ -34,9 +34,8 @@ from tqdm import tqdm
 
 from baselines.graph_cut import superpixel_proba
 from baselines.superpixels import SuperpixelClassifier
-from bench.datasets.base import evenly_spaced
+from baselines.weight_search import check_weights, tune_weight
 from bench.method import SegmentationMethod
-from bench.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +150,7 @@ class SuperpixelRelativeLocation(SegmentationMethod):
         params = dict(self.superpixel or {})
         if "+" in str(params.get("algorithm", "")):
             raise ValueError("the relative-location prior needs one superpixel algorithm")
-        try:
-            weights = [float(w) for w in self.weights]
-        except (TypeError, ValueError):
-            weights = []
-        if not weights or min(weights) < 0:
-            raise ValueError(f"weights must be non-negative numbers, got {self.weights!r}")
+        weights = check_weights(self.weights)  # before the classifier's fit, minutes long
         grid = tuple(int(g) for g in self.grid)
         self.n_classes_ = c = dataset.n_classes
         counts = np.zeros((c, c, 2 * grid[0] - 1, 2 * grid[1] - 1))
@@ -169,20 +163,19 @@ class SuperpixelRelativeLocation(SegmentationMethod):
         if val_dataset is None or len(weights) == 1:
             self.weight_ = weights[0]
             return self
-        t0 = time.perf_counter()
-        idx = evenly_spaced(len(val_dataset), self.tune_images)
-        void = val_dataset.ignore_index
-        scores = {w: ConfusionMatrix(c, void, keep_per_image=False) for w in weights}
-        for i in tqdm(idx, desc="relative location weight", unit="image", leave=False):
-            image, label, _ = val_dataset[int(i)]
+
+        def predict(image: np.ndarray, ws: list[float]) -> list[np.ndarray]:
             segments, proba, votes = self._proba_and_votes(image)
-            for w in weights:
-                scores[w].update(np.argmax(self._combine(proba, votes, w), axis=1)[segments], label)
-        self.search_ = [{"weight": w, "miou": scores[w].scores()["miou"]} for w in weights]
-        best = max(self.search_, key=lambda r: (r["miou"], -r["weight"]))
-        self.weight_ = best["weight"]
+            return [np.argmax(self._combine(proba, votes, w), axis=1)[segments] for w in ws]
+
+        t0 = time.perf_counter()
+        self.weight_, self.search_ = tune_weight(
+            val_dataset, weights, self.tune_images, predict, desc="relative location weight"
+        )
+        best = max(r["miou"] for r in self.search_)
         log.info("relative location: weight %s chosen on %d val images (mIoU %.1f %%, %.0f s)",
-                 self.weight_, len(idx), 100 * best["miou"], time.perf_counter() - t0)  # fmt: skip
+                 self.weight_, min(self.tune_images, len(val_dataset)), 100 * best,
+                 time.perf_counter() - t0)  # fmt: skip
         return self
 
     def _proba_and_votes(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
