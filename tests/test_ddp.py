@@ -106,3 +106,23 @@ def test_torchrun_of_a_config_trains_in_two_processes_and_scores_in_the_first(tm
         "train_seconds": fcn["fit_summary"]["checkpoint"]["train_seconds"],
     }  # fmt: skip
     assert json.loads((rows / "class_prior.seed0.json").read_text())["status"] == "ok"
+
+
+def test_ddp_benchmark_worker_times_its_steps(tmp_path, monkeypatch):
+    """The benchmark's worker alone (no torchrun): one process, its step times written."""
+    import argparse
+    import json
+
+    from deep.ddp_benchmark import worker
+
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "w.json"
+    args = argparse.Namespace(threads=1, batch=2, width=4, crop=[32, 48], warmup=1, steps=3,
+                              out=str(out))  # fmt: skip
+    worker(args)
+    r = json.loads(out.read_text())
+    assert r["processes"] == 1 and len(r["step_s"]) == 3 and r["no_sync_step_s"] == []
+    assert all(t > 0 for t in r["step_s"])
+    assert r["parameters"] == sum(
+        p.numel() for p in build_network("fcn8s", "bilinear", 11, 4).parameters()
+    )
