@@ -331,6 +331,9 @@ class FCN(SegmentationMethod):
         self.best_epoch_ = result.best_epoch
         self.train_seconds_ = result.train_seconds
         self.train_processes_ = result.processes
+        # where the weights were trained: a checkpoint trained on a GPU (deep/device.py) and
+        # scored here says so in its row
+        self.trained_on_ = result.device
         self.network_.eval()
         self.checkerboard_, self.checkerboard_window_ = self._checkerboard(val_dataset)
         return self
@@ -367,6 +370,7 @@ class FCN(SegmentationMethod):
                 "reused": self.checkpoint_reused_,
                 "train_seconds": self.train_seconds_,
                 "processes": self.train_processes_,
+                "device": self.trained_on_,
             },  # fmt: skip
             "checkerboard": self.checkerboard_,
             "checkerboard_window": self.checkerboard_window_,

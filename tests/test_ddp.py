@@ -102,7 +102,7 @@ def test_torchrun_of_a_config_trains_in_two_processes_and_scores_in_the_first(tm
     fcn = json.loads((rows / "fcn.seed0.json").read_text())
     assert fcn["status"] == "ok"
     assert fcn["fit_summary"]["checkpoint"] == {
-        "reused": True, "processes": 2,
+        "reused": True, "processes": 2, "device": "cpu",
         "train_seconds": fcn["fit_summary"]["checkpoint"]["train_seconds"],
     }  # fmt: skip
     assert json.loads((rows / "class_prior.seed0.json").read_text())["status"] == "ok"

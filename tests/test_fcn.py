@@ -86,6 +86,7 @@ def test_training_is_deterministic_and_the_seed_reaches_it(tmp_path) -> None:  #
         "reused": False,
         "train_seconds": a.train_seconds_,
         "processes": 1,
+        "device": "cpu",
     }
     reused = FCN(**params, checkpoint_dir=str(tmp_path / "a")).fit(train, val)
     assert reused.fit_summary()["checkpoint"]["reused"] is True
