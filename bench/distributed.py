@@ -53,8 +53,11 @@ log = logging.getLogger(__name__)
 def connect(address: str):  # noqa: ANN201 - a distributed.Client
     """A ``distributed.Client`` for ``address``; ``local:N`` starts a LocalCluster of N workers.
 
-    Local workers are processes with one thread each (a method's own threads, e.g. the
-    forests' ``n_jobs`` or ``n_threads``, come on top: set them to what the cores allow).
+    Local workers are processes with one task thread each. The cores are shared out among
+    them: each worker's OpenMP, BLAS, torch and joblib pools get ``cores // N`` threads (at
+    least 1), so a method whose ``n_jobs`` is -1 or whose torch threads are left at their
+    default does not oversubscribe the machine N times over. A method given an explicit
+    ``n_threads`` or positive ``n_jobs`` keeps it.
     """
     from distributed import Client, LocalCluster
 
@@ -67,8 +70,13 @@ def connect(address: str):  # noqa: ANN201 - a distributed.Client
             n = 0
         if n < 1:
             raise SegbenchError(f"--scheduler {address!r}: write local:N with N >= 1 workers")
+        per_worker = str(max(1, len(os.sched_getaffinity(0)) // n))
+        # read by torch and the BLAS libraries when a worker imports them, and by joblib's
+        # cpu_count (n_jobs=-1); distributed's own default would pin every pool to 1 thread
+        threads = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+        env = {name: per_worker for name in (*threads, "LOKY_MAX_CPU_COUNT")}
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env
         )
         return Client(cluster)
     try:

@@ -103,3 +103,42 @@ def test_a_store_the_workers_do_not_share_is_refused(tmp_path):
 def test_a_bad_local_address_is_one_message(address):
     with pytest.raises(SegbenchError, match="local:N with N >= 1"):
         connect(address)
+
+
+def _pools():
+    import joblib
+    import torch
+
+    return torch.get_num_threads(), joblib.effective_n_jobs(-1)
+
+
+def test_local_workers_share_the_cores_out(client):
+    import os
+
+    per_worker = max(1, len(os.sched_getaffinity(0)) // 2)
+    pools = client.run(_pools)
+    assert len(pools) == 2
+    assert set(pools.values()) == {(per_worker, per_worker)}
+
+
+def test_the_distributed_benchmark_times_both_runs_of_one_config(tmp_path):
+    import yaml
+
+    from bench.distributed_benchmark import measure, to_markdown
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "tiny", "dataset": "synthetic", "dataset_options": {"size": [32, 40]},
+        "train_subset": 4, "eval_subset": 5, "bootstrap": 20, "sample_images": 1,
+        "seeds": [0, 1], "methods": ["class_prior", {"name": "colour_forest", "params": {
+            "n_estimators": 3, "pixels_per_image": 200, "n_jobs": 1}}],
+    }))  # fmt: skip
+    result = measure(str(path), workers=2, work=tmp_path / "work")
+    for name in ("serial", "local:2"):
+        run = result["runs"][name]
+        assert run["units"] == 4 and len(run["scores"]) == 4
+        assert 0 <= run["longest_unit_s"] <= run["work_s"] <= run["wall_s"]
+    # the same rows either way (single-threaded methods): the scores agree exactly
+    assert result["rows_compared"] == 4 and result["different_rows"] == []
+    assert result["speedup"] > 0
+    assert "Speed-up of `local:2` over serial" in to_markdown(result)
