@@ -259,3 +259,22 @@ def provenance(module: str) -> dict[str, str | bool]:
         "code_hash": method_code_hash(module),
         "lock_hash": lock_hash(),
     }
+
+
+def computed_by_other_code(row: dict) -> bool | None:
+    """Whether ``row`` was computed by other code or packages than this checkout's.
+
+    Compares the row's ``provenance`` code and lock hashes with what this checkout's files hash
+    to (the hashes above). None when that cannot be said (a method from outside the
+    project that does not import here, a row without provenance).
+    """
+    from bench.methods import method_module  # here: bench.methods imports every method
+
+    prov = row.get("provenance") or {}
+    if not prov.get("code_hash") or not row.get("method_name"):
+        return None
+    try:
+        current = method_code_hash(method_module(str(row["method_name"])))
+    except Exception:  # noqa: BLE001 - an unknown or unimportable method: cannot tell
+        return None
+    return prov["code_hash"] != current or prov.get("lock_hash") != lock_hash()

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench import metrics
 from bench.datasets.root import REPO_ROOT
+from bench.provenance import computed_by_other_code
 from bench.report import compare as cmp
 from bench.report.gap import Gap, top_two_gap
 from bench.report.tables import Group, MethodSummary, as_float
@@ -216,26 +217,6 @@ def published_lines(dataset: str, folder: Path = PUBLISHED_DIR) -> list[str]:
 
 
 # -- rows of other code ---------------------------------------------------------------------------
-
-
-def computed_by_other_code(row: dict[str, Any]) -> bool | None:
-    """Whether ``row`` was computed by other code or packages than this checkout's.
-
-    Compares the row's ``provenance`` code and lock hashes with what this checkout's files hash
-    to (:mod:`bench.provenance`). None when that cannot be said (a method from outside the
-    project that does not import here, a row without provenance).
-    """
-    from bench.methods import method_module
-    from bench.provenance import lock_hash, method_code_hash
-
-    prov = row.get("provenance") or {}
-    if not prov.get("code_hash") or not row.get("method_name"):
-        return None
-    try:
-        current = method_code_hash(method_module(str(row["method_name"])))
-    except Exception:  # noqa: BLE001 - an unknown or unimportable method: cannot tell
-        return None
-    return prov["code_hash"] != current or prov.get("lock_hash") != lock_hash()
 
 
 def other_code_line(group: Group) -> list[str]:
