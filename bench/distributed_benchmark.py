@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bench.datasets.root import REPO_ROOT
-from bench.rows import write_text
+from bench.rows import run_label, write_text
 from bench.system import environment
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def unit_times(store: Path) -> dict[str, float]:
         row = json.loads(path.read_text())
         if "fingerprint" not in row or "started" not in row or "finished" not in row:
             continue
-        key = f"{row['method'].split('+')[0]} fold {row.get('fold')} seed {row['seed']}"
+        key = f"{row['method'].split('+')[0]} {run_label(row)}"
         units.setdefault(key, []).extend([_stamp(row["started"]), _stamp(row["finished"])])
     return {k: max(v) - min(v) for k, v in units.items()}
 
@@ -86,7 +86,7 @@ def scores(store: Path) -> dict[str, float]:
     for path in sorted(store.rglob("*.json")):
         row = json.loads(path.read_text())
         if "fingerprint" in row and row.get("status") == "ok":
-            out[f"{row['method']} fold {row.get('fold')} seed {row['seed']}"] = row["miou"]
+            out[f"{row['method']} {run_label(row)}"] = row["miou"]
     return out
 
 
@@ -165,6 +165,12 @@ def to_markdown(r: dict) -> str:
         "takes longer in a worker).",
         f"- Longest unit on the cluster: {dask['longest_unit_s']:.0f} s "
         f"({dask['longest_unit']}): no number of workers ends the grid sooner.",
+        f"- For N machines like this one, each running whole units with its cores: the grid "
+        f"takes about max(work / N, longest unit) + overhead; the longest unit is "
+        f"{serial['longest_unit_s'] / serial['work_s']:.0%} of the serial work, so no N makes "
+        f"this config more than {serial['work_s'] / serial['longest_unit_s']:.1f}x faster than "
+        "one machine (split the longest method's work, or run more configs, folds and seeds at "
+        "once).",
         f"- Cluster overhead per task, (wall - max(work / {r['workers']}, longest unit)) / tasks: "
         f"{r['dask_overhead_per_task_s']:.1f} s (scheduling, worker start, idle workers at "
         "the end).",
