@@ -155,6 +155,17 @@ def to_markdown(r: dict) -> str:
             f"| {name} | {run['wall_s']:.0f} | {run['units']} | {run['work_s']:.0f} | "
             f"{run['longest_unit_s']:.0f} | {run['longest_unit']} |"
         )
+    if serial["longest_unit_s"] > 0:  # row stamps are whole seconds: a toy grid has none
+        share = serial["longest_unit_s"] / serial["work_s"]
+        bound = [
+            f"- For N machines like this one, each running whole units with its cores: the grid "
+            f"takes about max(work / N, longest unit) + overhead; the longest unit is {share:.0%} "
+            f"of the serial work, so no N makes this config more than {1 / share:.1f}x faster "
+            "than one machine (split the longest method's work, or run more configs, folds and "
+            "seeds at once).",
+        ]
+    else:
+        bound = []
     lines += [
         "",
         f"- Speed-up of `local:{r['workers']}` over serial: **{r['speedup']:.2f}x**.",
@@ -165,12 +176,7 @@ def to_markdown(r: dict) -> str:
         "takes longer in a worker).",
         f"- Longest unit on the cluster: {dask['longest_unit_s']:.0f} s "
         f"({dask['longest_unit']}): no number of workers ends the grid sooner.",
-        f"- For N machines like this one, each running whole units with its cores: the grid "
-        f"takes about max(work / N, longest unit) + overhead; the longest unit is "
-        f"{serial['longest_unit_s'] / serial['work_s']:.0%} of the serial work, so no N makes "
-        f"this config more than {serial['work_s'] / serial['longest_unit_s']:.1f}x faster than "
-        "one machine (split the longest method's work, or run more configs, folds and seeds at "
-        "once).",
+        *bound,
         f"- Cluster overhead per task, (wall - max(work / {r['workers']}, longest unit)) / tasks: "
         f"{r['dask_overhead_per_task_s']:.1f} s (scheduling, worker start, idle workers at "
         "the end).",
